@@ -1,0 +1,197 @@
+"""HRM-ACT, framework-neutral part: config (spec hrm §1), torch-layout shapes (§3.1), canonical
+NumPy init (§4), RoPE tables (§2.2).
+
+Choices where the spec leaves room (recorded here and in the issue note):
+- `ffn_rounding="ceil"` (ZT/SA, default) or `"swift"` (SW's truncating division, I=512 at full).
+- `compute_dtype` is a string ("float32" | "bfloat16") so the config stays JSON-serialisable.
+- `eval_halting` is "q" (first segment with q_h > q_c) or "max_steps" (SA).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from twinframe.errors import ConfigError
+from twinframe.models.base import FrozenConfig, draw_trunc_normal
+
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class HRMConfig(FrozenConfig):
+    """All HRM-ACT hyper-parameters (spec hrm §1). Default values are the tiny config."""
+
+    seq_len: int = 81
+    vocab_size: int = 10
+    high_level_cycles: int = 2
+    low_level_cycles: int = 2
+    num_layers: int = 2
+    hidden_size: int = 32
+    num_heads: int = 2
+    expansion: float = 4.0
+    ffn_multiple: int = 16
+    ffn_rounding: str = "ceil"
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    halt_max_steps: int = 4
+    halt_exploration_prob: float = 0.1
+    q_head_bias_init: float = -5.0
+    act_last_strict: bool = False
+    act_explore_strict: bool = False
+    seed: int = 0
+    eval_seed: int = 0
+    noise_source: str = "host"
+    compute_dtype: str = "float32"
+    batch_size: int = 8
+    lr: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+    bias_correction: bool = False
+    checkpoint_every: int = 250
+    eval_halting: str = "q"
+
+    def validate(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ConfigError("hidden_size must be divisible by num_heads")
+        if self.head_dim % 2:
+            raise ConfigError("head dim hidden_size/num_heads must be even (RoPE)")
+        if self.ffn_rounding not in ("ceil", "swift"):
+            raise ConfigError(f"ffn_rounding must be 'ceil' or 'swift', got {self.ffn_rounding!r}")
+        if self.ffn_dim <= 0:
+            raise ConfigError(f"FFN width I={self.ffn_dim} must be > 0")
+        if self.halt_max_steps < 2:
+            raise ConfigError("halt_max_steps must be >= 2")
+        if self.high_level_cycles < 1 or self.low_level_cycles < 1:
+            raise ConfigError("high_level_cycles and low_level_cycles must be >= 1")
+        if not 0.0 <= self.halt_exploration_prob <= 1.0:
+            raise ConfigError("halt_exploration_prob must lie in [0, 1]")
+        for name in ("seed", "eval_seed"):
+            if not 0 <= getattr(self, name) < 2**32:
+                raise ConfigError(f"{name} must lie in [0, 2**32)")
+        if self.compute_dtype not in DTYPES:
+            raise ConfigError(f"compute_dtype must be one of {DTYPES}")
+        if self.noise_source not in ("host", "native"):
+            raise ConfigError("noise_source must be 'host' or 'native'")
+        if self.eval_halting not in ("q", "max_steps"):
+            raise ConfigError("eval_halting must be 'q' or 'max_steps'")
+        if self.batch_size < 1 or self.num_layers < 1:
+            raise ConfigError("batch_size and num_layers must be >= 1")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def num_positions(self) -> int:
+        """P = S + 1 (position 0 is the CLS token)."""
+        return self.seq_len + 1
+
+    @property
+    def ffn_dim(self) -> int:
+        """I of spec §2.2: int(expansion*H*2.0/3.0) evaluated left to right, then rounded."""
+        a = int(self.expansion * self.hidden_size * 2.0 / 3.0)
+        m = self.ffn_multiple
+        if self.ffn_rounding == "ceil":
+            return -(-a // m) * m
+        return (a // m) * m
+
+
+TINY = HRMConfig()
+FULL = HRMConfig(
+    num_layers=4,
+    hidden_size=256,
+    num_heads=4,
+    ffn_multiple=256,
+    halt_max_steps=16,
+    compute_dtype="bfloat16",
+    batch_size=512,
+)
+MICRO = HRMConfig(hidden_size=16, num_heads=2, num_layers=1, ffn_multiple=16, batch_size=2)
+PRESETS: dict[str, HRMConfig] = {"tiny": TINY, "full": FULL, "micro": MICRO}
+
+LEVELS = ("high", "low")
+BLOCK_LEAVES = (
+    "self_attn.qkv_proj.weight",
+    "self_attn.out_proj.weight",
+    "mlp.gate_up_proj.weight",
+    "mlp.down_proj.weight",
+)
+FROZEN_KEYS = ("rotary_emb.cos", "rotary_emb.sin", "initial_high_level", "initial_low_level")
+
+
+def block_shapes(cfg: HRMConfig) -> dict[str, tuple[int, ...]]:
+    """torch-orientation shapes of one block's four weights."""
+    H, I = cfg.hidden_size, cfg.ffn_dim
+    return dict(zip(BLOCK_LEAVES, [(3 * H, H), (H, H), (2 * I, H), (H, I)], strict=True))
+
+
+def torch_shapes(cfg: HRMConfig) -> dict[str, tuple[int, ...]]:
+    """Every state_dict key (spec §3.1) -> torch shape, in the canonical init order of §4."""
+    H, V, P, d = cfg.hidden_size, cfg.vocab_size, cfg.num_positions, cfg.head_dim
+    shapes: dict[str, tuple[int, ...]] = {
+        "cls_token": (H,),
+        "input_embedding.weight": (V, H),
+        "output_head.weight": (V, H),
+    }
+    for lv in LEVELS:
+        for i in range(cfg.num_layers):
+            for leaf, shape in block_shapes(cfg).items():
+                shapes[f"{lv}_level_reasoner.layers.{i}.{leaf}"] = shape
+    shapes.update(
+        {
+            "initial_high_level": (H,),
+            "initial_low_level": (H,),
+            "q_act_head.weight": (2, H),
+            "q_act_head.bias": (2,),
+            "rotary_emb.cos": (P, 1, d),
+            "rotary_emb.sin": (P, 1, d),
+        }
+    )
+    return shapes
+
+
+def init_std(key: str, cfg: HRMConfig) -> float:
+    """Trunc-normal std of a leaf (spec §2.4): 1/sqrt(fan_in); 1.0 for the initial states."""
+    if key.startswith("initial_"):
+        return 1.0
+    if key.endswith("down_proj.weight"):
+        return 1.0 / math.sqrt(cfg.ffn_dim)
+    return 1.0 / math.sqrt(cfg.hidden_size)
+
+
+def rope_tables(cfg: HRMConfig) -> tuple[np.ndarray, np.ndarray]:
+    """cos, sin: [P, 1, d] float32, computed in float64 (spec §2.2, our choice)."""
+    d = cfg.head_dim
+    inv = 1.0 / cfg.rope_theta ** (np.arange(0, d, 2, dtype=np.float64) / d)
+    phi = np.outer(np.arange(cfg.num_positions, dtype=np.float64), inv)
+    emb = np.concatenate([phi, phi], axis=-1)[:, None, :]
+    return np.cos(emb).astype(np.float32), np.sin(emb).astype(np.float32)
+
+
+def canonical_init(cfg: HRMConfig, seed: int | None = None) -> dict[str, np.ndarray]:
+    """Framework-neutral init (spec §4): torch-layout state_dict of float32 NumPy arrays.
+
+    Stream `default_rng([seed, 1])`; trunc-normal leaves drawn in the canonical order.
+    """
+    rng = np.random.default_rng([cfg.seed if seed is None else seed, 1])
+    state: dict[str, np.ndarray] = {}
+    for key, shape in torch_shapes(cfg).items():
+        if key.startswith(("q_act_head", "rotary_emb")):
+            continue
+        state[key] = draw_trunc_normal(rng, shape, init_std(key, cfg))
+    state["q_act_head.weight"] = np.zeros((2, cfg.hidden_size), np.float32)
+    state["q_act_head.bias"] = np.full((2,), cfg.q_head_bias_init, np.float32)
+    state["rotary_emb.cos"], state["rotary_emb.sin"] = rope_tables(cfg)
+    return state
+
+
+def param_counts(cfg: HRMConfig) -> tuple[int, int]:
+    """(trainable, frozen initial states) parameter counts; RoPE tables not counted (spec §8)."""
+    shapes = torch_shapes(cfg)
+    trainable = sum(int(np.prod(s)) for k, s in shapes.items() if k not in FROZEN_KEYS)
+    return trainable, 2 * cfg.hidden_size

@@ -1,0 +1,1 @@
+"""Checkpoint conversion both ways and torch-vs-JAX parity checks, reports."""

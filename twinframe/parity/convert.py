@@ -1,0 +1,151 @@
+"""Table-driven conversion between torch state_dicts and JAX pytrees.
+
+A `Table` is data: one `Row(torch_key, path, rule, shape)` per tensor. `rule` is a named
+transform (identity or 2-D transpose); `shape` is the torch-orientation shape. Key sets are
+checked in both directions and every shape before anything is returned, so a converter either
+yields a complete, valid result or raises `CheckpointError` naming the first offending key.
+Trees are nested dicts; integer path components become list indices (`layers/0/...`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from twinframe.errors import CheckpointError
+
+PathT = tuple[str | int, ...]
+ACCEPTED_DTYPES = ("float32", "bfloat16", "float16")
+
+
+class Rule(StrEnum):
+    IDENTITY = "identity"
+    TRANSPOSE = "transpose"
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    torch_key: str
+    path: PathT
+    rule: Rule
+    shape: tuple[int, ...]
+
+    @property
+    def jax_shape(self) -> tuple[int, ...]:
+        return self.shape[::-1] if self.rule is Rule.TRANSPOSE else self.shape
+
+
+def apply_rule(rule: Rule, x: np.ndarray) -> np.ndarray:
+    """Same transform both directions (2-D transpose is its own inverse); always contiguous."""
+    return np.ascontiguousarray(x.T if rule is Rule.TRANSPOSE else x)
+
+
+def path_str(path: PathT) -> str:
+    return "/".join(str(p) for p in path)
+
+
+def flatten_tree(tree: Any, prefix: PathT = ()) -> dict[PathT, Any]:
+    """Nested dicts/lists -> {path: leaf}."""
+    if isinstance(tree, Mapping):
+        items = tree.items()
+    elif isinstance(tree, list | tuple):
+        items = enumerate(tree)
+    else:
+        return {prefix: tree}
+    out: dict[PathT, Any] = {}
+    for k, v in items:
+        out.update(flatten_tree(v, (*prefix, k)))
+    return out
+
+
+def unflatten_tree(flat: Mapping[PathT, Any]) -> dict:
+    """{path: leaf} -> nested dicts, where dicts keyed 0..n-1 become lists."""
+    root: dict = {}
+    for path, leaf in flat.items():
+        node = root
+        for k in path[:-1]:
+            node = node.setdefault(k, {})
+        node[path[-1]] = leaf
+    return _listify(root)
+
+
+def _listify(node: Any) -> Any:
+    if not isinstance(node, dict):
+        return node
+    node = {k: _listify(v) for k, v in node.items()}
+    keys = list(node)
+    if keys and all(isinstance(k, int) for k in keys) and sorted(keys) == list(range(len(keys))):
+        return [node[i] for i in range(len(keys))]
+    return node
+
+
+def normalize_tree_keys(tree: Any) -> Any:
+    """Turn digit-string dict keys (as orbax/npz restore them) back into list indices."""
+    if isinstance(tree, Mapping):
+        flat = flatten_tree(tree)
+        fixed = {
+            tuple(int(p) if isinstance(p, str) and p.isdigit() else p for p in k): v
+            for k, v in flat.items()
+        }
+        return unflatten_tree(fixed)
+    return tree
+
+
+def _check_array(name: str, x: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """Validate dtype and shape of one tensor; return it as float32."""
+    x = np.asarray(x)
+    if x.dtype.name not in ACCEPTED_DTYPES:
+        raise CheckpointError(f"{name}: dtype {x.dtype.name} not supported (want float32/bfloat16)")
+    if tuple(x.shape) != tuple(shape):
+        raise CheckpointError(f"{name}: shape {tuple(x.shape)} does not match expected {shape}")
+    return x.astype(np.float32)
+
+
+def check_key_sets(have: set, want: set, what: str) -> None:
+    """Raise naming the first missing or unexpected key."""
+    missing, extra = sorted(map(str, want - have)), sorted(map(str, have - want))
+    if missing:
+        raise CheckpointError(f"missing {what} '{missing[0]}' ({len(missing)} missing in all)")
+    if extra:
+        raise CheckpointError(f"unexpected {what} '{extra[0]}' ({len(extra)} unexpected in all)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """Declarative torch_key <-> pytree path mapping for one model at one config."""
+
+    rows: tuple[Row, ...]
+
+    def by_key(self) -> dict[str, Row]:
+        return {r.torch_key: r for r in self.rows}
+
+    def torch_to_tree(self, state: Mapping[str, Any]) -> dict:
+        """torch-layout {key: array} -> nested pytree (float32 NumPy leaves)."""
+        check_key_sets(set(state), set(self.by_key()), "key")
+        flat = {
+            r.path: apply_rule(r.rule, _check_array(r.torch_key, state[r.torch_key], r.shape))
+            for r in self.rows
+        }
+        return unflatten_tree(flat)
+
+    def tree_to_torch(self, tree: Any) -> dict[str, np.ndarray]:
+        """Nested pytree -> torch-layout {key: float32 contiguous array}."""
+        flat = flatten_tree(normalize_tree_keys(tree))
+        rows = {r.path: r for r in self.rows}
+        check_key_sets(set(map(path_str, flat)), set(map(path_str, rows)), "tree path")
+        out = {}
+        for path, r in rows.items():
+            x = _check_array(path_str(path), np.asarray(flat[path]), r.jax_shape)
+            out[r.torch_key] = apply_rule(r.rule, x)
+        return out
+
+    def subtable(self, root: str) -> Table:
+        """Rows under one top-level tree (e.g. 'params'), with that root stripped from paths.
+
+        Optimizer moments convert with `subtable('params')`: same keys, same rules."""
+        return Table(tuple(dataclasses.replace(r, path=r.path[1:])
+                           for r in self.rows if r.path[0] == root))

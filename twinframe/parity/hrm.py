@@ -1,0 +1,308 @@
+"""HRM-ACT conversion table (spec hrm §3.1-§3.2): torch key <-> pytree path, rule, shape."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import torch
+
+from twinframe.functional import hrm as f_hrm
+from twinframe.functional import layers as f_layers
+from twinframe.functional import optim as f_optim
+from twinframe.models.base import trunc_normal_bounds, trunc_normal_from_uniform_np
+from twinframe.models.hrm import FROZEN_KEYS, HRMConfig, canonical_init, rope_tables, torch_shapes
+from twinframe.parity.compare import Comparison
+from twinframe.parity.convert import PathT, Row, Rule, Table
+from twinframe.tasks import sudoku
+from twinframe.torch_ref import hrm as t_hrm
+from twinframe.torch_ref import layers as t_layers
+from twinframe.torch_ref import optim as t_optim
+
+LINEARS = ("output_head", "q_act_head", "qkv_proj", "out_proj", "gate_up_proj", "down_proj")
+CONST_ROOTS = ("rotary_emb", "initial_high_level", "initial_low_level")
+
+
+def jax_path(torch_key: str) -> tuple[PathT, Rule]:
+    """'a.layers.0.b.weight' -> ('params', 'a', 'layers', 0, 'b', 'kernel'), transpose."""
+    parts: list[str | int] = [int(p) if p.isdigit() else p for p in torch_key.split(".")]
+    rule = Rule.IDENTITY
+    if parts[-1] == "weight" and parts[-2] in LINEARS:
+        parts[-1], rule = "kernel", Rule.TRANSPOSE
+    elif parts[-2:] == ["input_embedding", "weight"]:
+        parts[-1] = "embedding"
+    root = "consts" if parts[0] in CONST_ROOTS else "params"
+    return (root, *parts), rule
+
+
+def table(cfg: HRMConfig) -> Table:
+    """The declarative table for `cfg` (9 + 8N rows)."""
+    rows = []
+    for key, shape in torch_shapes(cfg).items():
+        path, rule = jax_path(key)
+        rows.append(Row(key, path, rule, shape))
+    return Table(tuple(rows))
+
+
+# ----------------------------------------------------------------------------------------------
+# Parity levels (spec hrm §7). Each level is a thunk returning Comparisons (torch = reference).
+
+
+def _batch(cfg: HRMConfig, n: int, difficulty: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """n training puzzles of one difficulty from the run's stream: inputs, targets [n, 81]."""
+    pairs = [sudoku.train_puzzle(cfg.seed, difficulty, j) for j in range(n)]
+    return (np.stack([p for p, _ in pairs]).astype(np.int32),
+            np.stack([s for _, s in pairs]).astype(np.int32))
+
+
+@dataclasses.dataclass
+class Twins:
+    """The same weights in both frameworks: torch module and JAX (params, consts)."""
+
+    cfg: HRMConfig
+    state: dict[str, np.ndarray]
+    torch_model: t_hrm.HRM
+    params: dict
+    consts: dict
+
+    @classmethod
+    def build(cls, cfg: HRMConfig, state: dict[str, np.ndarray] | None = None) -> Twins:
+        state = canonical_init(cfg) if state is None else state
+        tree = jax.tree_util.tree_map(jnp.asarray, table(cfg).torch_to_tree(state))
+        return cls(cfg, state, t_hrm.HRM(cfg, state), tree["params"], tree["consts"])
+
+    def torch_grads(self) -> dict[str, np.ndarray]:
+        return {k: p.grad.numpy().copy() for k, p in self.torch_model.named_parameters()
+                if p.requires_grad and p.grad is not None}
+
+    def jax_to_torch_layout(self, params: dict) -> dict[str, np.ndarray]:
+        """Params-only JAX tree -> torch keys (constants omitted)."""
+        full = table(self.cfg).tree_to_torch({"params": params, "consts": self.consts})
+        return {k: v for k, v in full.items() if k not in FROZEN_KEYS}
+
+
+def _t(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(x))
+
+
+def _cmp(level: str, name: str, ref: Any, cand: Any, tol: str, note: str = "") -> Comparison:
+    ref = ref.detach().numpy() if isinstance(ref, torch.Tensor) else np.asarray(ref)
+    return Comparison(level, name, ref, np.asarray(cand), tol, "float32", note)
+
+
+def level_l0(cfg: HRMConfig) -> list[Comparison]:
+    """Primitives on random inputs of the config's sizes (same arrays to both frameworks)."""
+    rng = np.random.default_rng([cfg.seed, 100])
+    H, n_h, P = cfg.hidden_size, cfg.num_heads, cfg.num_positions
+    a, b = trunc_normal_bounds()
+    u = rng.uniform(a, b, size=(64, 64)).astype(np.float32)
+    std = 1.0 / np.sqrt(H)
+    out = [
+        _cmp("L0", "trunc_normal(torch)", trunc_normal_from_uniform_np(u, std),
+             t_layers.trunc_normal_from_uniform(_t(u), std), "L0.trunc_normal"),
+        _cmp("L0", "trunc_normal(jax)", trunc_normal_from_uniform_np(u, std),
+             f_layers.trunc_normal_from_uniform(jnp.asarray(u), std), "L0.trunc_normal"),
+    ]
+    x = rng.standard_normal((2, P, H)).astype(np.float32)
+    out.append(_cmp("L0", "rms_norm", t_layers.rms_norm(_t(x), cfg.norm_eps),
+                    f_layers.rms_norm(jnp.asarray(x), cfg.norm_eps), "L0.primitive"))
+    cos, sin = rope_tables(cfg)
+    q = rng.standard_normal((2, P, n_h, cfg.head_dim)).astype(np.float32)
+    out.append(_cmp("L0", "rope", t_layers.apply_rope(_t(q), _t(cos), _t(sin)),
+                    f_layers.apply_rope(jnp.asarray(q), jnp.asarray(cos), jnp.asarray(sin)),
+                    "L0.primitive"))
+    tw = Twins.build(cfg)
+    blk_t = tw.torch_model.high_level_reasoner.layers[0]
+    blk_j = tw.params["high_level_reasoner"]["layers"][0]
+    ct, st = tw.torch_model.rotary_emb.cos, tw.torch_model.rotary_emb.sin
+    cj, sj = tw.consts["rotary_emb"]["cos"], tw.consts["rotary_emb"]["sin"]
+    xj = jnp.asarray(x)
+    with torch.no_grad():
+        out += [
+            _cmp("L0", "attention", blk_t.self_attn(_t(x), ct, st),
+                 f_layers.attention(blk_j["self_attn"], xj, cj, sj, n_h), "L0.primitive"),
+            _cmp("L0", "swiglu", blk_t.mlp(_t(x)), f_layers.swiglu(blk_j["mlp"], xj),
+                 "L0.primitive"),
+            _cmp("L0", "post_norm_block", blk_t(_t(x), ct, st),
+                 f_layers.post_norm_block(blk_j, xj, cj, sj, n_h, cfg.norm_eps), "L0.primitive"),
+        ]
+    return out
+
+
+SEGMENT_FIELDS = ("z_H", "z_L", "logits", "q_halt", "q_continue")
+
+
+def _ulp_up(z: Any) -> Any:
+    """Every element moved one f32 ulp toward +inf (a minimal, framework-native perturbation)."""
+    if isinstance(z, torch.Tensor):
+        return torch.nextafter(z, torch.full_like(z, float("inf")))
+    return jnp.nextafter(z, jnp.inf)
+
+
+def _chain(step: Callable, z_H: Any, z_L: Any, n: int) -> list:
+    """Run `n` segments feeding the carry back; the SegmentOut of every segment."""
+    outs = []
+    for _ in range(n):
+        o = step(z_H, z_L)
+        outs.append(o)
+        z_H, z_L = o.z_H, o.z_L
+    return outs
+
+
+def _max_diff(a: Any, b: Any) -> float:
+    a = a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+    b = b.numpy() if isinstance(b, torch.Tensor) else np.asarray(b)
+    return float(np.abs(a.astype(np.float64) - b).max())
+
+
+def level_l1(cfg: HRMConfig, chained: int = 16, batch: int = 4) -> list[Comparison]:
+    """Segment forward. Segment 1 and segment M (the most a puzzle runs) at the L1 tolerance;
+    `chained` segments judged against each framework's own 1-ulp sensitivity (L1.chained)."""
+    tw = Twins.build(cfg)
+    x, y = _batch(cfg, batch)
+    tc = tw.torch_model.initial_carry(_t(x), _t(y))
+    jc = f_hrm.initial_carry(tw.consts, jnp.asarray(x), jnp.asarray(y), cfg)
+    seg = jax.jit(lambda p, c, zh, zl, xi: f_hrm.segment(p, c, zh, zl, xi, cfg))
+    xj = jnp.asarray(x)
+
+    def step_t(zh, zl):
+        with torch.no_grad():
+            return tw.torch_model(zh, zl, tc.inputs)
+
+    def step_j(zh, zl):
+        return seg(tw.params, tw.consts, zh, zl, xj)
+
+    n = max(chained, cfg.halt_max_steps)
+    ot, oj = _chain(step_t, tc.z_H, tc.z_L, n), _chain(step_j, jc.z_H, jc.z_L, n)
+    out: list[Comparison] = []
+    for k in sorted({1, cfg.halt_max_steps}):
+        for f in SEGMENT_FIELDS:
+            out.append(_cmp("L1", f"segment{k}.{f}", getattr(ot[k - 1], f),
+                            getattr(oj[k - 1], f), "L1.forward"))
+    if chained > cfg.halt_max_steps:
+        pt = _chain(step_t, _ulp_up(tc.z_H), tc.z_L, chained)[-1]
+        pj = _chain(step_j, _ulp_up(jc.z_H), jc.z_L, chained)[-1]
+        for f in SEGMENT_FIELDS:
+            sens = max(_max_diff(getattr(pt, f), getattr(ot[-1], f)),
+                       _max_diff(getattr(pj, f), getattr(oj[-1], f)))
+            out.append(dataclasses.replace(
+                _cmp("L1", f"chained{chained}.{f}", getattr(ot[-1], f), getattr(oj[-1], f),
+                     "L1.chained", f"1-ulp self-sensitivity {sens:.2e}"), scale=sens))
+    return out
+
+
+
+
+def _act_step_both(cfg: HRMConfig, tw: Twins, t: int = 1):
+    x, y = _batch(cfg, cfg.batch_size)
+    noise = sudoku.exploration_noise(cfg.seed, t, cfg.batch_size, cfg.halt_max_steps)
+    tc = tw.torch_model.initial_carry(_t(x), _t(y))
+    tw.torch_model.zero_grad(set_to_none=True)
+    out_t = t_hrm.act_loss(tw.torch_model, tc, {k: _t(v) for k, v in noise.items()})
+    out_t.loss.backward()
+    jc = f_hrm.initial_carry(tw.consts, jnp.asarray(x), jnp.asarray(y), cfg)
+    fn = jax.jit(lambda p, c, ca, n: f_hrm.loss_and_grads(p, c, ca, n, cfg))
+    loss_j, out_j, grads_j = fn(tw.params, tw.consts, jc,
+                                {k: jnp.asarray(v) for k, v in noise.items()})
+    return out_t, (loss_j, out_j, grads_j)
+
+
+def _decision_cmp(name: str, ref: np.ndarray, cand: np.ndarray, ties: np.ndarray | None,
+                  prefix: str) -> Comparison:
+    """Exact boolean comparison; a mismatch on a near-tie slot is tolerated and reported."""
+    note = ""
+    if ties is not None and ties.any():
+        n_mis = int(((ref != cand) & ties).sum())
+        note = f"{int(ties.sum())} near-tie slot(s), {n_mis} of them differ"
+        cand = np.where(ties, ref, cand)
+    return _cmp("L3", f"{prefix}{name}", ref, cand, "L3.decision", note)
+
+
+def level_l2_l3(cfg: HRMConfig, q_head_scale: float = 0.0) -> list[Comparison]:
+    """Loss, every trainable gradient (L2) and the ACT decisions (L3) of one train step.
+
+    q_head_scale > 0 replaces the zero-initialised q-head weight by a random one of that std,
+    so q_h != q_c and the halting decisions are exercised (at init they tie exactly)."""
+    state = canonical_init(cfg)
+    prefix = ""
+    if q_head_scale > 0:
+        rng = np.random.default_rng([cfg.seed, 102])
+        w = rng.standard_normal(state["q_act_head.weight"].shape) * q_head_scale
+        state["q_act_head.weight"] = w.astype(np.float32)
+        state["q_act_head.bias"] = np.zeros(2, np.float32)
+        prefix = "q-random."
+    tw = Twins.build(cfg, state)
+    out_t, (loss_j, out_j, grads_j) = _act_step_both(cfg, tw)
+    res = [_cmp("L2", f"{prefix}loss", out_t.loss, loss_j, "L2.loss")]
+    for name in ("output_loss", "q_act_loss"):
+        res.append(_cmp("L2", f"{prefix}{name}", out_t.metrics[name], out_j.metrics[name],
+                        "L2.loss"))
+    gt, gj = tw.torch_grads(), tw.jax_to_torch_layout(grads_j)
+    res += [_cmp("L2", f"{prefix}grad.{k}", gt[k], gj[k], "L2.grad") for k in gt]
+    inputs = out_t.carry.inputs
+    with torch.no_grad():
+        o = tw.torch_model(*tw.torch_model.initial_carry(inputs, inputs)[:2], inputs)
+    q_gap = (o.q_halt - o.q_continue).abs().numpy()
+    top2 = np.sort(o.logits.numpy(), axis=-1)[..., -2:]
+    logit_gap = (top2[..., 1] - top2[..., 0]).min(-1)
+    ties = {"halted": (q_gap < 1e-4) & (q_gap > 0), "seq_correct": logit_gap < 1e-4}
+    for name in ("halted", "seq_correct", "is_last"):
+        ref, cand = getattr(out_t, name).numpy(), np.asarray(getattr(out_j, name))
+        res.append(_decision_cmp(name, ref, cand, ties.get(name), prefix))
+    res.append(_cmp("L3", f"{prefix}target_c", out_t.target_c, out_j.target_c, "L3.target"))
+    return res
+
+
+def level_l4(cfg: HRMConfig) -> list[Comparison]:
+    """One optimizer update from identical grads and non-zero moments (both frameworks)."""
+    tw = Twins.build(cfg)
+    rng = np.random.default_rng([cfg.seed, 101])
+    keys = [k for k, p in tw.torch_model.named_parameters() if p.requires_grad]
+    shapes = {k: tw.state[k].shape for k in keys}
+    g = {k: (rng.standard_normal(s) * 1e-2).astype(np.float32) for k, s in shapes.items()}
+    m = {k: (rng.standard_normal(s) * 1e-3).astype(np.float32) for k, s in shapes.items()}
+    v = {k: (rng.random(s) * 1e-5).astype(np.float32) for k, s in shapes.items()}
+    model = tw.torch_model
+    opt = t_optim.MLXAdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                           betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                           weight_decay=cfg.weight_decay)
+    named = dict(model.named_parameters())
+    for k in keys:
+        named[k].grad = _t(g[k])
+        opt.state[named[k]] = {"step": torch.tensor(3.0), "exp_avg": _t(m[k]),
+                               "exp_avg_sq": _t(v[k])}
+    opt.step()
+    tab = table(cfg)
+
+    def to_tree(d: dict) -> dict:
+        return jax.tree_util.tree_map(jnp.asarray, tab.subtable("params").torch_to_tree(d))
+
+    jopt = f_optim.adamw_mlx(cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay)
+    state = f_optim.ScaleByAdamNoBCState(jnp.asarray(3, jnp.int32), to_tree(m), to_tree(v))
+    updates, new_state = jopt.update(to_tree(g), state, tw.params)
+    new_params = optax.apply_updates(tw.params, updates)
+    res = []
+    back = {"param": tw.jax_to_torch_layout(new_params),
+            "exp_avg": tab.subtable("params").tree_to_torch(new_state.mu),
+            "exp_avg_sq": tab.subtable("params").tree_to_torch(new_state.nu)}
+    for k in keys:
+        res.append(_cmp("L4", f"param.{k}", named[k].detach(), back["param"][k], "L4.optimizer"))
+        for slot in ("exp_avg", "exp_avg_sq"):
+            res.append(_cmp("L4", f"{slot}.{k}", opt.state[named[k]][slot], back[slot][k],
+                            "L4.optimizer"))
+    return res
+
+
+def levels(cfg: HRMConfig) -> dict[str, Callable[[], list[Comparison]]]:
+    """Level name -> thunk, in report order."""
+    return {
+        "L0": lambda: level_l0(cfg),
+        "L1": lambda: level_l1(cfg),
+        "L2/L3": lambda: level_l2_l3(cfg) + level_l2_l3(cfg, q_head_scale=0.5),
+        "L4": lambda: level_l4(cfg),
+    }

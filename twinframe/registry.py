@@ -1,0 +1,52 @@
+"""name -> ModelSpec; the only place that knows every model."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from twinframe.errors import TwinframeError
+from twinframe.models.base import FrozenConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What the generic machinery (convert, check, report, train) needs of a model."""
+
+    name: str
+    config_cls: type[FrozenConfig]
+    presets: Mapping[str, FrozenConfig]
+    table: Callable[[Any], Any]
+    canonical_init: Callable[[Any], dict]
+    parity_levels: Callable[[Any], dict[str, Callable[[], list]]]
+    curve: Any = None  # lockstep-curve adapter (see parity.checks.run_curve), None if absent
+
+    def config(self, preset_or_dict: str | dict) -> FrozenConfig:
+        if isinstance(preset_or_dict, dict):
+            return self.config_cls.from_dict(preset_or_dict)
+        try:
+            return self.presets[preset_or_dict]
+        except KeyError:
+            raise TwinframeError(
+                f"{self.name}: unknown config '{preset_or_dict}' (have {', '.join(self.presets)})"
+            ) from None
+
+
+def _hrm() -> ModelSpec:
+    from twinframe.models import hrm
+    from twinframe.parity import hrm as parity_hrm
+
+    return ModelSpec("hrm", hrm.HRMConfig, hrm.PRESETS, parity_hrm.table, hrm.canonical_init,
+                     parity_hrm.levels)
+
+
+_FACTORIES: dict[str, Callable[[], ModelSpec]] = {"hrm": _hrm}
+MODELS = tuple(_FACTORIES)
+
+
+def get(name: str) -> ModelSpec:
+    try:
+        return _FACTORIES[name]()
+    except KeyError:
+        raise TwinframeError(f"unknown model '{name}' (have {', '.join(MODELS)})") from None

@@ -1,0 +1,1 @@
+"""One thin module per `twinframe` subcommand: parse, call, print."""

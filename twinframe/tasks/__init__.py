@@ -1,0 +1,1 @@
+"""Tasks: data generation and scoring shared by the torch and JAX frameworks."""

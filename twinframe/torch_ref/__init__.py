@@ -1,0 +1,1 @@
+"""PyTorch reference implementations whose state_dict layout matches the public checkpoints."""
