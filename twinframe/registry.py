@@ -21,6 +21,8 @@ class ModelSpec:
     canonical_init: Callable[[Any], dict]
     parity_levels: Callable[[Any], dict[str, Callable[[], list]]]
     curve: Any = None  # lockstep-curve adapter (see parity.checks.run_curve), None if absent
+    trainer: Any = None  # trainer(cfg, framework) -> object with train_step/export/import_state
+    extra_curve_lrs: tuple[float, ...] = ()  # L5 curves also run at these learning rates
 
     def config(self, preset_or_dict: str | dict) -> FrozenConfig:
         if isinstance(preset_or_dict, dict):
@@ -36,9 +38,11 @@ class ModelSpec:
 def _hrm() -> ModelSpec:
     from twinframe.models import hrm
     from twinframe.parity import hrm as parity_hrm
+    from twinframe.training import hrm as training_hrm
 
     return ModelSpec("hrm", hrm.HRMConfig, hrm.PRESETS, parity_hrm.table, hrm.canonical_init,
-                     parity_hrm.levels)
+                     parity_hrm.levels, curve=training_hrm.HRMLockstep,
+                     trainer=training_hrm.HRMTrainer, extra_curve_lrs=(1e-3,))
 
 
 _FACTORIES: dict[str, Callable[[], ModelSpec]] = {"hrm": _hrm}

@@ -34,8 +34,10 @@ def adamw_mlx(
     decay = 1.0 - lr * weight_decay
 
     def init_fn(params: optax.Params) -> ScaleByAdamNoBCState:
-        zeros = jax.tree_util.tree_map(lambda p: jnp.zeros_like(p, dtype=jnp.float32), params)
-        return ScaleByAdamNoBCState(jnp.zeros([], jnp.int32), zeros, zeros)
+        def zeros():  # two distinct trees: mu and nu must not share buffers (donation)
+            return jax.tree_util.tree_map(lambda p: jnp.zeros_like(p, dtype=jnp.float32), params)
+
+        return ScaleByAdamNoBCState(jnp.zeros([], jnp.int32), zeros(), zeros())
 
     def update_fn(grads, state, params=None):
         if params is None:

@@ -6,6 +6,7 @@ and the per-level comparison thunks.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import time
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from twinframe.parity import io
+from twinframe.parity import io, tolerances
 from twinframe.parity.compare import Comparison, Record, score
 
 if TYPE_CHECKING:
@@ -71,3 +72,99 @@ def run(
             if progress:
                 progress(msg)
     return records
+
+
+@dataclasses.dataclass
+class CurveResult:
+    records: list[Record]
+    curves: dict[str, dict]
+
+
+CURVE_METRICS = ("loss", "output_loss", "q_act_loss", "cell_acc_with_givens")
+
+
+def run_curve(spec: ModelSpec, cfg, steps: int, label: str = "",
+              progress: Callable[[str], None] | None = None) -> CurveResult:
+    """L5: both frameworks in lockstep for `steps` steps on identical batches and noise.
+
+    Per-step metric series are compared as a whole (L5.loss); the note names the first step at
+    which a series left its tolerance. Final parameters are compared per leaf (L5.params)."""
+    configure_jax_for_parity()
+    lock = spec.curve(cfg)
+    tol = tolerances.get("L5.loss")
+    series_t: dict[str, list[float]] = {k: [] for k in CURVE_METRICS}
+    series_j: dict[str, list[float]] = {k: [] for k in CURVE_METRICS}
+    notes: list[str] = []
+    t0 = time.perf_counter()
+    for i in range(steps):
+        mt, mj, note = lock.step()
+        for k in CURVE_METRICS:
+            series_t[k].append(mt[k])
+            series_j[k].append(mj[k])
+        if note:
+            notes.append(f"step {i + 1}: {note}")
+        if progress and (i + 1) % 10 == 0:
+            progress(f"{spec.name} L5{label}: step {i + 1}/{steps}")
+    tag = f"curve{label}"
+    comps = []
+    for k in CURVE_METRICS:
+        ref, cand = np.asarray(series_t[k]), np.asarray(series_j[k])
+        bad = np.flatnonzero(np.abs(cand - ref) > tol.atol + tol.rtol * np.abs(ref))
+        note = f"first exceeds at step {bad[0] + 1}" if bad.size else f"{steps} steps"
+        comps.append(Comparison("L5", f"{tag}.{k}[1..{steps}]", ref, cand, "L5.loss",
+                                note=note))
+    mis = getattr(lock, "halt_mismatches", 0)
+    comps.append(Comparison("L5", f"{tag}.halted_mask_mismatches", np.zeros(1), np.array([mis]),
+                            "L3.decision", note="; ".join(notes[:3])))
+    pt, pj = lock.params()
+    comps += [Comparison("L5", f"{tag}.params.{k}", pt[k], pj[k], "L5.params") for k in pt]
+    records = [score(spec.name, c) for c in comps]
+    loss_t, loss_j = series_t["loss"], series_j["loss"]
+    failing = [r.name for r in records if not r.passed]
+    summary = (f"{steps} lockstep steps in {time.perf_counter() - t0:.1f}s, lr {cfg.lr:g}; "
+               f"max |loss diff| {np.abs(np.subtract(loss_t, loss_j)).max():.2e}; "
+               f"halted-mask mismatches {mis}; "
+               + ("all within tolerance" if not failing else f"FAILING: {', '.join(failing[:3])}"))
+    curves = {f"{spec.name}{label}": {
+        "torch_loss": loss_t, "jax_loss": loss_j,
+        "abs_diff": [abs(a - b) for a, b in zip(loss_t, loss_j, strict=True)],
+        "torch_cell_acc": series_t["cell_acc_with_givens"],
+        "jax_cell_acc": series_j["cell_acc_with_givens"], "summary": summary}}
+    return CurveResult(records, curves)
+
+
+def run_switch(spec: ModelSpec, cfg, steps: int, src: str, dst: str) -> CurveResult:
+    """Mid-training switch: `steps` steps in `src`, checkpoint to disk, convert model + optimizer
+    + carry + data-stream state to `dst`, continue `steps` steps there; compare with `src`
+    continuing the same steps (L5 tolerances)."""
+    from twinframe.parity.files import convert_train_state
+    from twinframe.training import checkpoint
+
+    configure_jax_for_parity()
+    a = spec.trainer(cfg, src)
+    for _ in range(steps):
+        a.train_step()
+    with tempfile.TemporaryDirectory() as d:
+        path = checkpoint.save(d, a.export_state(), keep=1)
+        state = convert_train_state(checkpoint.load(path), spec.table(cfg), dst)
+    b = spec.trainer(cfg, dst)
+    b.import_state(state)
+    ref = [a.train_step()["loss"] for _ in range(steps)]
+    cand = [b.train_step()["loss"] for _ in range(steps)]
+    tol = tolerances.get("L5.loss")
+    r, c = np.asarray(ref), np.asarray(cand)
+    bad = np.flatnonzero(np.abs(c - r) > tol.atol + tol.rtol * np.abs(r))
+    note = f"first exceeds at step {steps + bad[0] + 1}" if bad.size else ""
+    tag = f"switch.{src}->{dst}"
+    comps = [Comparison("L5", f"{tag}.loss[{steps + 1}..{2 * steps}]", r, c, "L5.loss",
+                        note=note)]
+    pa, pb = a.params_torch_layout(), b.params_torch_layout()
+    comps += [Comparison("L5", f"{tag}.params.{k}", pa[k], pb[k], "L5.params") for k in pa]
+    records = [score(spec.name, x) for x in comps]
+    summary = (f"{steps} steps in {src}, checkpoint converted to {dst}, {steps} more steps; "
+               f"max |loss diff| vs {src} continuing: {float(np.abs(c - r).max()):.2e}")
+    curves = {f"{spec.name} switch {src}->{dst}": {
+        "torch_loss" if src == "torch" else "jax_loss": ref,
+        "jax_loss" if src == "torch" else "torch_loss": cand,
+        "abs_diff": np.abs(c - r).tolist(), "summary": summary}}
+    return CurveResult(records, curves)

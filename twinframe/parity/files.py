@@ -11,6 +11,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from twinframe.errors import CheckpointError
 from twinframe.parity import io
 
@@ -73,3 +75,32 @@ def convert_file(
         io.write_jax(dst, tree, name, cfg.to_dict())
     log.info("converted %s (%s) -> %s", src, kind, dst)
     return {"model": name, "from": kind, "to": io.kind_of(dst), "tensors": len(state)}
+
+
+def convert_train_state(state: dict[str, Any], table, to: str) -> dict[str, Any]:
+    """Map a full train state between framework layouts (spec hrm §3.3, §6.5).
+
+    torch: model = state_dict, opt = {step, exp_avg: {name: m}, exp_avg_sq: {name: v}};
+    jax:   model = {params, consts}, opt = {count, mu, nu} (trees shaped like params).
+    Moments take their parameter's rule (kernels transposed); the step count is kept; carry,
+    host state and config are framework-neutral and pass through unchanged."""
+    if state["framework"] == to:
+        return state
+    psub = table.subtable("params")
+    out = {k: v for k, v in state.items() if k not in ("model", "opt", "framework")}
+    if to == "jax":
+        opt = state["opt"]
+        out["model"] = table.torch_to_tree(state["model"])
+        out["opt"] = {"count": np.asarray(int(round(float(opt["step"]))), np.int32),
+                      "mu": psub.torch_to_tree(opt["exp_avg"]),
+                      "nu": psub.torch_to_tree(opt["exp_avg_sq"])}
+    elif to == "torch":
+        opt = state["opt"]
+        out["model"] = table.tree_to_torch(state["model"])
+        out["opt"] = {"step": float(np.asarray(opt["count"])),
+                      "exp_avg": psub.tree_to_torch(opt["mu"]),
+                      "exp_avg_sq": psub.tree_to_torch(opt["nu"])}
+    else:
+        raise CheckpointError(f"unknown framework '{to}'")
+    out["framework"] = to
+    return out

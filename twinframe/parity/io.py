@@ -180,10 +180,13 @@ def _read_npz(path: Path) -> tuple[dict, dict[str, Any]]:
     return normalize_tree_keys(unflatten_tree(flat)), meta
 
 
-def write_jax(path: str | Path, tree: dict, model: str, config: dict) -> None:
+def write_jax(
+    path: str | Path, tree: dict, model: str, config: dict, extra_meta: dict | None = None
+) -> None:
     """Write a pytree atomically as `.npz` or as an orbax directory (+ twinframe.json)."""
     path = Path(path)
-    meta = {"model": model, "config": config, "format": f"twinframe/{model}/1"}
+    meta = {"model": model, "config": config, "format": f"twinframe/{model}/1",
+            **(extra_meta or {})}
     flat = {path_str(k): np.asarray(v) for k, v in flatten_tree(tree).items()}
     if path.suffix == ".npz":
         blob = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)

@@ -12,6 +12,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="report", help="output directory (default report/)")
     p.add_argument("--curve", type=int, default=50, metavar="N",
                    help="lockstep training-curve steps per model (0 = skip; default 50)")
+    p.add_argument("--switch", type=int, default=20, metavar="N",
+                   help="mid-training framework switch: N steps before and after (0 = skip)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -27,12 +29,21 @@ def main(args: argparse.Namespace) -> int:
         print(f"[{name}] parity checks ({args.config}) ...", flush=True)
         t1 = time.perf_counter()
         records = checks.run(spec, cfg, progress=lambda m: print("  " + m, flush=True))
-        curves = {}
+        curves: dict = {}
+        runs = []
         if args.curve and spec.curve is not None:
-            print(f"[{name}] {args.curve}-step lockstep training curve ...", flush=True)
-            curve = checks.run_curve(spec, cfg, args.curve)
-            records += curve.records
-            curves = curve.curves
+            for lr in (cfg.lr, *spec.extra_curve_lrs):
+                label = f"@lr{lr:g}"
+                print(f"[{name}] {args.curve}-step lockstep training curve, lr {lr:g} ...",
+                      flush=True)
+                runs.append(checks.run_curve(spec, cfg.replace(lr=lr), args.curve, label))
+        if args.switch and spec.trainer is not None:
+            for src, dst in (("torch", "jax"), ("jax", "torch")):
+                print(f"[{name}] mid-training switch {src} -> {dst} ...", flush=True)
+                runs.append(checks.run_switch(spec, cfg, args.switch, src, dst))
+        for run in runs:
+            records += run.records
+            curves.update(run.curves)
         results.append(report.ModelResult(name, args.config, cfg.to_dict(), records, curves,
                                           time.perf_counter() - t1))
         failed = sum(not r.passed for r in records)

@@ -1,15 +1,38 @@
-"""`twinframe train`: not implemented yet."""
+"""`twinframe train MODEL --config tiny --steps N --framework jax|torch [--resume DIR]`."""
 
 from __future__ import annotations
 
 import argparse
 
-from twinframe.errors import TwinframeError
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", nargs="?", default="hrm")
+    p.add_argument("model", help="model name (e.g. hrm)")
+    p.add_argument("--config", default="tiny", help="config preset (default tiny)")
+    p.add_argument("--steps", type=int, default=100, help="steps to run in this invocation")
+    p.add_argument("--framework", choices=["jax", "torch"], default="jax")
+    p.add_argument("--out", default="checkpoints",
+                   help="checkpoint directory (default checkpoints/)")
+    p.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue from the newest checkpoint in DIR (either framework's)")
+    p.add_argument("--every", type=int, default=None, help="checkpoint every K steps")
+    p.add_argument("--keep", type=int, default=3, help="checkpoints to keep (default 3)")
+    p.add_argument("--lr", type=float, default=None, help="override the config's learning rate")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def main(args: argparse.Namespace) -> int:
-    raise TwinframeError("train is not implemented yet")
+    from twinframe import registry
+    from twinframe.training.loop import train
+
+    spec = registry.get(args.model)
+    cfg = spec.config(args.config)
+    if args.lr is not None:
+        cfg = cfg.replace(lr=args.lr)
+    trainer, records = train(spec, cfg, args.framework, args.steps, args.out, args.every,
+                             args.keep, args.resume, show_progress=not args.no_progress)
+    if records:
+        last = records[-1]
+        mean = sum(r["step_time_s"] for r in records) / len(records)
+        print(f"{args.model}/{args.framework}: step {trainer.t}, loss {last['loss']:.4f}, "
+              f"{1.0 / mean:.1f} steps/s (mean), checkpoints in {args.out}/")
+    return 0
