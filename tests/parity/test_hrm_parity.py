@@ -19,6 +19,8 @@ def records():
 def test_every_level_present_and_passing(records):
     levels = {r.level for r in records}
     assert levels == {"L0", "L1", "L2", "L3", "L4", "L6"}
+    full = [r for r in records if r.name.startswith("full.segment")]
+    assert len(full) == 15 and all(r.tolerance.startswith("|d|<=5e-05") for r in full)
     failed = [(r.name, r.max_abs, r.tolerance) for r in records if not r.passed]
     assert not failed
 
@@ -50,7 +52,7 @@ def test_a_wrong_model_fails_l1():
 
     ph.Twins.build = broken
     try:
-        comps = ph.level_l1(TINY, chained=0)
+        comps = ph.level_l1(TINY, segments=(1,))
     finally:
         ph.Twins.build = orig
     assert not all(score("hrm", c).passed for c in comps)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,15 @@ from twinframe.functional import hrm as f_hrm
 from twinframe.functional import layers as f_layers
 from twinframe.functional import optim as f_optim
 from twinframe.models.base import trunc_normal_bounds, trunc_normal_from_uniform_np
-from twinframe.models.hrm import FROZEN_KEYS, HRMConfig, canonical_init, rope_tables, torch_shapes
+from twinframe.models.hrm import (
+    FROZEN_KEYS,
+    FULL,
+    HRMConfig,
+    canonical_init,
+    rope_tables,
+    torch_shapes,
+)
+from twinframe.parity import tolerances
 from twinframe.parity.compare import Comparison
 from twinframe.parity.convert import PathT, Row, Rule, Table
 from twinframe.tasks import sudoku
@@ -134,6 +143,16 @@ def level_l0(cfg: HRMConfig) -> list[Comparison]:
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def _jit_segment(cfg: HRMConfig) -> Callable:
+    return jax.jit(lambda p, c, zh, zl, xi: f_hrm.segment(p, c, zh, zl, xi, cfg))
+
+
+@functools.lru_cache(maxsize=8)
+def _jit_loss_and_grads(cfg: HRMConfig) -> Callable:
+    return jax.jit(lambda p, c, ca, n: f_hrm.loss_and_grads(p, c, ca, n, cfg))
+
+
 SEGMENT_FIELDS = ("z_H", "z_L", "logits", "q_halt", "q_continue")
 
 
@@ -160,14 +179,20 @@ def _max_diff(a: Any, b: Any) -> float:
     return float(np.abs(a.astype(np.float64) - b).max())
 
 
-def level_l1(cfg: HRMConfig, chained: int = 16, batch: int = 4) -> list[Comparison]:
-    """Segment forward. Segment 1 and segment M (the most a puzzle runs) at the L1 tolerance;
-    `chained` segments judged against each framework's own 1-ulp sensitivity (L1.chained)."""
+def level_l1(cfg: HRMConfig, segments: tuple[int, ...] = (), batch: int = 4) -> list[Comparison]:
+    """Segment forward at `segments` (default 1, M and 16), each field judged strictly
+    (L1.forward) while the model's own 1-ulp sensitivity there is below the L1 atol, else
+    against that sensitivity (L1.chained).
+
+    Finding: the carry recursion of an untrained HRM is chaotic. A 1-ulp perturbation of z_H
+    grows ~x3 per segment at the full config (4e-6 after 1 segment, O(1) after 11), so
+    chained-segment comparisons at full size are only meaningful for the first few segments."""
+    segments = segments or (1, cfg.halt_max_steps, 16)
     tw = Twins.build(cfg)
     x, y = _batch(cfg, batch)
     tc = tw.torch_model.initial_carry(_t(x), _t(y))
     jc = f_hrm.initial_carry(tw.consts, jnp.asarray(x), jnp.asarray(y), cfg)
-    seg = jax.jit(lambda p, c, zh, zl, xi: f_hrm.segment(p, c, zh, zl, xi, cfg))
+    seg = _jit_segment(cfg)
     xj = jnp.asarray(x)
 
     def step_t(zh, zl):
@@ -177,25 +202,24 @@ def level_l1(cfg: HRMConfig, chained: int = 16, batch: int = 4) -> list[Comparis
     def step_j(zh, zl):
         return seg(tw.params, tw.consts, zh, zl, xj)
 
-    n = max(chained, cfg.halt_max_steps)
+    n = max(segments)
     ot, oj = _chain(step_t, tc.z_H, tc.z_L, n), _chain(step_j, jc.z_H, jc.z_L, n)
+    pt = _chain(step_t, _ulp_up(tc.z_H), tc.z_L, n)
+    pj = _chain(step_j, _ulp_up(jc.z_H), jc.z_L, n)
+    strict_atol = tolerances.get("L1.forward").atol
     out: list[Comparison] = []
-    for k in sorted({1, cfg.halt_max_steps}):
+    for k in sorted(set(segments)):
         for f in SEGMENT_FIELDS:
-            out.append(_cmp("L1", f"segment{k}.{f}", getattr(ot[k - 1], f),
-                            getattr(oj[k - 1], f), "L1.forward"))
-    if chained > cfg.halt_max_steps:
-        pt = _chain(step_t, _ulp_up(tc.z_H), tc.z_L, chained)[-1]
-        pj = _chain(step_j, _ulp_up(jc.z_H), jc.z_L, chained)[-1]
-        for f in SEGMENT_FIELDS:
-            sens = max(_max_diff(getattr(pt, f), getattr(ot[-1], f)),
-                       _max_diff(getattr(pj, f), getattr(oj[-1], f)))
-            out.append(dataclasses.replace(
-                _cmp("L1", f"chained{chained}.{f}", getattr(ot[-1], f), getattr(oj[-1], f),
-                     "L1.chained", f"1-ulp self-sensitivity {sens:.2e}"), scale=sens))
+            ref, cand = getattr(ot[k - 1], f), getattr(oj[k - 1], f)
+            sens = max(_max_diff(getattr(pt[k - 1], f), ref),
+                       _max_diff(getattr(pj[k - 1], f), cand))
+            note = f"1-ulp self-sensitivity {sens:.2e}"
+            if sens <= strict_atol:
+                out.append(_cmp("L1", f"segment{k}.{f}", ref, cand, "L1.forward", note))
+            else:
+                out.append(dataclasses.replace(
+                    _cmp("L1", f"segment{k}.{f}", ref, cand, "L1.chained", note), scale=sens))
     return out
-
-
 
 
 def _act_step_both(cfg: HRMConfig, tw: Twins, t: int = 1):
@@ -206,7 +230,7 @@ def _act_step_both(cfg: HRMConfig, tw: Twins, t: int = 1):
     out_t = t_hrm.act_loss(tw.torch_model, tc, {k: _t(v) for k, v in noise.items()})
     out_t.loss.backward()
     jc = f_hrm.initial_carry(tw.consts, jnp.asarray(x), jnp.asarray(y), cfg)
-    fn = jax.jit(lambda p, c, ca, n: f_hrm.loss_and_grads(p, c, ca, n, cfg))
+    fn = _jit_loss_and_grads(cfg)
     loss_j, out_j, grads_j = fn(tw.params, tw.consts, jc,
                                 {k: jnp.asarray(v) for k, v in noise.items()})
     return out_t, (loss_j, out_j, grads_j)
@@ -300,9 +324,12 @@ def level_l4(cfg: HRMConfig) -> list[Comparison]:
 
 def levels(cfg: HRMConfig) -> dict[str, Callable[[], list[Comparison]]]:
     """Level name -> thunk, in report order."""
+    full = FULL.replace(compute_dtype="float32", seed=cfg.seed)
     return {
         "L0": lambda: level_l0(cfg),
         "L1": lambda: level_l1(cfg),
+        "L1-full": lambda: [dataclasses.replace(c, name=f"full.{c.name}")
+                            for c in level_l1(full, segments=(1, 2, 3), batch=2)],
         "L2/L3": lambda: level_l2_l3(cfg) + level_l2_l3(cfg, q_head_scale=0.5),
         "L4": lambda: level_l4(cfg),
     }

@@ -18,6 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", type=int, default=3, help="checkpoints to keep (default 3)")
     p.add_argument("--lr", type=float, default=None, help="override the config's learning rate")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--eval", type=int, default=0, metavar="N",
+                   help="after training, evaluate on N puzzles/tasks per difficulty")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -35,4 +37,13 @@ def main(args: argparse.Namespace) -> int:
         mean = sum(r["step_time_s"] for r in records) / len(records)
         print(f"{args.model}/{args.framework}: step {trainer.t}, loss {last['loss']:.4f}, "
               f"{1.0 / mean:.1f} steps/s (mean), checkpoints in {args.out}/")
+    if args.eval and hasattr(trainer, "evaluate"):
+        import json
+        import logging
+
+        results = trainer.evaluate(args.eval)
+        logging.getLogger("twinframe.train").info("eval %s", json.dumps(results))
+        for name, m in results.items():
+            shown = {k: round(v, 4) for k, v in m.items() if isinstance(v, float)}
+            print(f"eval {name}: {shown}")
     return 0

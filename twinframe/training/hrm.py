@@ -334,6 +334,17 @@ class HRMTrainer:
     def params_torch_layout(self) -> dict[str, np.ndarray]:
         return self.engine.params_torch_layout()
 
+    def evaluate(self, n: int) -> dict[str, Any]:
+        """§5.6 metrics on n evaluation puzzles per difficulty (JAX eval of the current
+        weights, whichever framework trains)."""
+        from twinframe.parity.hrm import table
+
+        model = self.engine.export_state()["model"]
+        if self.framework == "jax":
+            model = table(self.cfg).tree_to_torch(model)
+        params, consts = jax_model_from_state(self.cfg, model)
+        return evaluate_difficulties(self.cfg, params, consts, n)
+
 
 class HRMLockstep:
     """Both engines on one host (spec §7 lockstep driver): same batches, same noise; on a halted
@@ -359,3 +370,62 @@ class HRMLockstep:
 
     def params(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         return self.torch.params_torch_layout(), self.jax.params_torch_layout()
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation (§5.6) and inference, on the JAX side (any checkpoint converts to it).
+
+
+def jax_model_from_state(cfg: HRMConfig, state: dict[str, np.ndarray]) -> tuple[dict, dict]:
+    """torch-layout state -> (params, consts) device trees."""
+    import jax
+    import jax.numpy as jnp
+
+    from twinframe.parity.hrm import table
+
+    tree = table(cfg).torch_to_tree(state)
+    return (jax.tree_util.tree_map(jnp.asarray, tree["params"]),
+            jax.tree_util.tree_map(jnp.asarray, tree["consts"]))
+
+
+@functools.lru_cache(maxsize=8)
+def _jit_evaluate(cfg: HRMConfig):
+    import jax
+
+    from twinframe.functional import hrm as f_hrm
+
+    return jax.jit(lambda p, c, x: f_hrm.evaluate(p, c, x, cfg))
+
+
+def solve_batch(cfg: HRMConfig, params: dict, consts: dict, puzzles: np.ndarray) -> dict:
+    """Eval halting on a batch of puzzles [N, 81] -> boards (givens copied), segments, q, per-
+    segment predictions (NumPy)."""
+    import jax
+
+    out = jax.device_get(_jit_evaluate(cfg)(params, consts, np.asarray(puzzles, np.int32)))
+    return {"boards": sudoku.solved_board(puzzles, np.asarray(out.preds)),
+            "segments": np.asarray(out.segments), "q_halt": np.asarray(out.q_halt),
+            "all_boards": sudoku.solved_board(puzzles[None], np.asarray(out.all_preds))}
+
+
+def evaluate_difficulties(cfg: HRMConfig, params: dict, consts: dict, n: int,
+                          difficulties: tuple[str, ...] = sudoku.DIFFICULTIES) -> dict:
+    """§5.6 metrics per difficulty on n puzzles of the evaluation stream."""
+    results = {}
+    for name in difficulties:
+        x, y = sudoku.eval_batch(cfg.eval_seed, name, n)
+        out = solve_batch(cfg, params, consts, x)
+        blank = x == 0
+        ok = (out["boards"] == y) | ~blank
+        exact = ok.all(-1)
+        seg_exact = ((out["all_boards"] == y[None]) | ~blank[None]).all(-1).mean(-1)
+        last = out["all_boards"][-1]
+        results[name] = {
+            "blank_cell_acc": float((ok & blank).sum() / max(blank.sum(), 1)),
+            "exact_acc": float(exact.mean()),
+            "mean_segments": float(out["segments"].mean()),
+            "q_halt_acc": float(((out["q_halt"] >= 0) == exact).mean()),
+            "max_steps_exact_acc": float(((last == y) | ~blank).all(-1).mean()),
+            "exact_acc_per_segment": [float(v) for v in seg_exact],
+        }
+    return results
