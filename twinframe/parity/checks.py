@@ -166,5 +166,5 @@ def run_switch(spec: ModelSpec, cfg, steps: int, src: str, dst: str) -> CurveRes
     curves = {f"{spec.name} switch {src}->{dst}": {
         "torch_loss" if src == "torch" else "jax_loss": ref,
         "jax_loss" if src == "torch" else "torch_loss": cand,
-        "abs_diff": np.abs(c - r).tolist(), "summary": summary}}
+        "abs_diff": np.abs(c - r).tolist(), "x_start": steps + 1, "summary": summary}}
     return CurveResult(records, curves)

@@ -134,7 +134,7 @@ def _level_summary(records: list[Record]) -> str:
 
 
 def svg_plot(title: str, series: dict[str, list[float]], width: int = 560, height: int = 260,
-             log_y: bool = False, ylabel: str = "") -> str:
+             log_y: bool = False, ylabel: str = "", x_start: int = 1) -> str:
     """A line plot as inline SVG; series share the x axis (step = index + 1)."""
     import math
 
@@ -167,13 +167,13 @@ def svg_plot(title: str, series: dict[str, list[float]], width: int = 560, heigh
     for j in range(5):
         v = lo + (hi - lo) * j / 4
         y = pad_t + (1 - j / 4) * h
-        label = f"1e{v:.1f}" if log_y else f"{v:.4g}"
+        label = f"{10 ** v:.1e}" if log_y else f"{v:.4g}"
         parts.append(f'<line x1="{pad_l}" x2="{pad_l + w}" y1="{y:.1f}" y2="{y:.1f}" '
                      'stroke="#eee"/>')
         parts.append(f'<text x="{pad_l - 4}" y="{y + 4:.1f}" font-size="10" '
                      f'text-anchor="end">{label}</text>')
     parts.append(f'<text x="{pad_l + w / 2}" y="{height - 6}" font-size="11" '
-                 f'text-anchor="middle">step (1..{n})</text>')
+                 f'text-anchor="middle">step ({x_start}..{x_start + n - 1})</text>')
     if ylabel:
         parts.append(f'<text x="12" y="{pad_t + h / 2}" font-size="11" '
                      f'transform="rotate(-90 12 {pad_t + h / 2})" text-anchor="middle">'
@@ -197,11 +197,13 @@ def _curves_html(curves: dict[str, Any]) -> str:
         return "<p class='note'>No training-curve check in this run.</p>"
     out = []
     for name, c in curves.items():
+        x0 = c.get("x_start", 1)
         plots = [svg_plot(f"{name}: loss per step", {"torch": c["torch_loss"],
-                                                      "jax": c["jax_loss"]}, ylabel="loss")]
+                                                      "jax": c["jax_loss"]}, ylabel="loss",
+                          x_start=x0)]
         if "abs_diff" in c:
             plots.append(svg_plot(f"{name}: |loss_torch - loss_jax|", {"abs diff": c["abs_diff"]},
-                                  log_y=True, ylabel="abs diff (log10)"))
+                                  log_y=True, ylabel="abs diff (log scale)", x_start=x0))
         summary = html.escape(c.get("summary", ""))
         out.append(f"<h3>{html.escape(name)}</h3><p>{summary}</p>"
                    f"<div class='plots'>{''.join(plots)}</div>")

@@ -103,7 +103,7 @@ class HRM(nn.Module):
         B, P, H = inputs.shape[0], self.cfg.num_positions, self.cfg.hidden_size
         z_H = self.initial_high_level.detach().to(self.dtype).expand(B, P, H).clone()
         z_L = self.initial_low_level.detach().to(self.dtype).expand(B, P, H).clone()
-        segments = torch.zeros(B, dtype=torch.int32)
+        segments = torch.zeros(B, dtype=torch.int32, device=inputs.device)
         return HRMCarry(z_H, z_L, segments, inputs, targets)
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -145,7 +145,8 @@ def act_loss(model: HRM, carry: HRMCarry, noise: dict[str, torch.Tensor]) -> Ste
     seq_correct = cell_ok.all(-1)
     nxt = carry.segments + 1
     is_last = nxt > M if cfg.act_last_strict else nxt >= M
-    explore = noise["explore_u"] < torch.tensor(cfg.halt_exploration_prob, dtype=torch.float32)
+    p_explore = torch.tensor(cfg.halt_exploration_prob, dtype=torch.float32, device=nxt.device)
+    explore = noise["explore_u"] < p_explore
     min_halt = torch.where(explore, noise["min_halt_draw"], torch.zeros_like(nxt))
     long_enough = nxt > min_halt if cfg.act_explore_strict else nxt >= min_halt
     halted = (is_last | (out.q_halt > out.q_continue)) & long_enough

@@ -99,24 +99,24 @@ class TorchEngine:
         from twinframe.torch_ref.optim import MLXAdamW
 
         self.cfg, self.torch, self.t_hrm = cfg, torch, t_hrm
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = t_hrm.HRM(cfg, canonical_init(cfg) if state is None else state)
+        self.model.to(self.device)
         self.names = [k for k, p in self.model.named_parameters() if p.requires_grad]
         self.opt = MLXAdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.lr,
                             betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
                             weight_decay=cfg.weight_decay)
         B = cfg.batch_size
-        empty = torch.zeros(B, cfg.seq_len, dtype=torch.int32)
+        empty = torch.zeros(B, cfg.seq_len, dtype=torch.int32, device=self.device)
         c = self.model.initial_carry(empty, empty)
         self.z_H, self.z_L = c.z_H, c.z_L
 
     def step(self, host: HRMHost, noise: dict) -> tuple[dict[str, float], np.ndarray]:
         torch = self.torch
-        carry = self.t_hrm.HRMCarry(self.z_H, self.z_L, torch.from_numpy(host.segments.copy()),
-                                    torch.from_numpy(host.inputs.copy()),
-                                    torch.from_numpy(host.targets.copy()))
+        carry = self.t_hrm.HRMCarry(self.z_H, self.z_L, self._dev(host.segments),
+                                    self._dev(host.inputs), self._dev(host.targets))
         self.opt.zero_grad(set_to_none=True)
-        out = self.t_hrm.act_loss(self.model, carry, {k: torch.from_numpy(v.copy())
-                                                      for k, v in noise.items()})
+        out = self.t_hrm.act_loss(self.model, carry, {k: self._dev(v) for k, v in noise.items()})
         out.loss.backward()
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         gnorm = torch.sqrt(sum((g.float() ** 2).sum() for g in grads))
@@ -124,13 +124,16 @@ class TorchEngine:
         self.z_H, self.z_L = out.carry.z_H, out.carry.z_L
         metrics = {k: float(v) for k, v in out.metrics.items()}
         metrics["grad_global_norm"] = float(gnorm)
-        return metrics, out.halted.numpy().copy()
+        return metrics, out.halted.cpu().numpy().copy()
+
+    def _dev(self, x: np.ndarray):
+        return self.torch.from_numpy(np.array(x)).to(self.device)
 
     def reset(self, mask: np.ndarray) -> None:
         """z_H, z_L of masked slots <- the (T-rounded) initial states."""
         if not mask.any():
             return
-        m = self.torch.from_numpy(mask)
+        m = self._dev(mask)
         self.z_H[m] = self.model.initial_high_level.detach().to(self.z_H.dtype)
         self.z_L[m] = self.model.initial_low_level.detach().to(self.z_L.dtype)
 
@@ -161,15 +164,15 @@ class TorchEngine:
         for n in self.names:
             self.opt.state[named[n]] = {
                 "step": torch.tensor(float(opt["step"])),
-                "exp_avg": torch.from_numpy(np.array(opt["exp_avg"][n], np.float32)),
-                "exp_avg_sq": torch.from_numpy(np.array(opt["exp_avg_sq"][n], np.float32)),
+                "exp_avg": self._dev(np.asarray(opt["exp_avg"][n], np.float32)),
+                "exp_avg_sq": self._dev(np.asarray(opt["exp_avg_sq"][n], np.float32)),
             }
         dt = self.z_H.dtype
-        self.z_H = torch.from_numpy(np.array(s["carry"]["z_H"], np.float32)).to(dt)
-        self.z_L = torch.from_numpy(np.array(s["carry"]["z_L"], np.float32)).to(dt)
+        self.z_H = self._dev(np.asarray(s["carry"]["z_H"], np.float32)).to(dt)
+        self.z_L = self._dev(np.asarray(s["carry"]["z_L"], np.float32)).to(dt)
 
     def params_torch_layout(self) -> dict[str, np.ndarray]:
-        return {k: v.detach().numpy().copy() for k, v in self.model.state_dict().items()
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()
                 if k not in FROZEN_KEYS}
 
 
