@@ -45,7 +45,15 @@ def _hrm() -> ModelSpec:
                      trainer=training_hrm.HRMTrainer, extra_curve_lrs=(1e-3,))
 
 
-_FACTORIES: dict[str, Callable[[], ModelSpec]] = {"hrm": _hrm}
+def _altlas() -> ModelSpec:
+    from twinframe.models import altlas
+    from twinframe.parity import altlas as parity_altlas
+
+    return ModelSpec("altlas", altlas.AltLASConfig, altlas.PRESETS, parity_altlas.table,
+                     altlas.canonical_init, parity_altlas.levels)
+
+
+_FACTORIES: dict[str, Callable[[], ModelSpec]] = {"hrm": _hrm, "altlas": _altlas}
 MODELS = tuple(_FACTORIES)
 
 

@@ -1,0 +1,151 @@
+"""AltLAS functional (JAX) (spec altlas §2-§4): golden numbers, padding-row gradient, clipping,
+the B_eff = 0 skip, generation semantics, init distributions."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from twinframe.functional import altlas as f_alt
+from twinframe.models import altlas as m_alt
+from twinframe.models.altlas import EOS_ID, PAD_ID, PRESETS
+from twinframe.parity import altlas as pa
+
+GOLDEN = PRESETS["golden"]
+TINY = PRESETS["tiny"]
+GOLDEN_TOKENS = [4, 46, 33, 13, 31, 47, 2]
+
+
+@pytest.fixture(scope="module")
+def golden_params() -> dict:
+    return pa.params_to_jax(m_alt.golden_state(GOLDEN), GOLDEN)
+
+
+def _golden_args(tokens=GOLDEN_TOKENS, w=1.0):
+    T = len(tokens)
+    return (jnp.asarray([tokens], jnp.int32), jnp.ones((1, T), bool), jnp.asarray([0.9]),
+            jnp.asarray([w], jnp.float32), jnp.float32(0.01))
+
+
+def test_golden_jax(golden_params):
+    fns = f_alt.jitted(GOLDEN)
+    loss, aux, grads = fns.loss_and_grads(golden_params, *_golden_args())
+    assert abs(float(loss) - 27.639887) < 1e-5
+    np.testing.assert_allclose(np.asarray(aux.logits)[0, 0, :4],
+                               [-0.21689522, -0.14227600, -0.04846872, 0.05197503], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(aux.entropy)[0, :2], [4.1248670, 4.1169438], atol=1e-5)
+    n = f_alt.global_norm_torch(grads, GOLDEN)
+    assert abs(float(n) - 3.7587539) < 1e-5 * 3.7587539
+    for k in ("layer_0", "layer_1"):  # both LSTM biases get bitwise-identical gradients
+        g = grads["rnn"][k]
+        assert np.array_equal(np.asarray(g["b_ih"]), np.asarray(g["b_hh"]))
+
+
+def test_padding_row_gets_no_gradient(golden_params):
+    fns = f_alt.jitted(GOLDEN)
+    tokens = [PAD_ID, 4, PAD_ID, 46, 33, PAD_ID, 2]  # PAD is fed back as an input
+    _, _, grads = fns.loss_and_grads(golden_params, *_golden_args(tokens))
+    emb = np.asarray(grads["embedding"]["embedding"])
+    assert not emb[PAD_ID].any() and emb[4].any()
+
+
+def test_clip_semantics():
+    cfg = GOLDEN
+    grads = jax.tree_util.tree_map(jnp.ones_like, pa.params_to_jax(m_alt.golden_state(cfg), cfg))
+    n_elems = m_alt.param_count(cfg)
+    clipped, n = f_alt.clip_grads(grads, cfg)
+    assert abs(float(n) - np.sqrt(n_elems)) < 1e-3
+    coef = np.float32(1.0) / (np.float32(n) + np.float32(1e-6))
+    assert np.allclose(np.asarray(clipped["fc"]["bias"]), coef, rtol=1e-6)
+    small = jax.tree_util.tree_map(lambda g: g * 1e-4, grads)
+    out, _ = f_alt.clip_grads(small, cfg)  # factor min(1, c/(n+eps)) = 1 still applied
+    assert np.array_equal(np.asarray(out["fc"]["bias"]), np.asarray(small["fc"]["bias"]))
+    off, _ = f_alt.clip_grads(grads, cfg.replace(grad_clip_norm=0.0))
+    assert np.array_equal(np.asarray(off["fc"]["bias"]), np.asarray(grads["fc"]["bias"]))
+
+
+@pytest.fixture(scope="module")
+def tiny_params() -> dict:
+    return pa.params_to_jax(m_alt.canonical_init(TINY), TINY)
+
+
+def test_train_step_skips_when_no_episode_counts(tiny_params):
+    """Shapes as in the parity lockstep (B=4, T=16) so the compiled update is shared."""
+    fns = f_alt.jitted(TINY)
+    b = pa.random_batch(TINY, 4, TINY.max_gen_len, 11)
+    args = [jnp.asarray(b[k]) for k in ("tokens", "valid", "adv")]
+    opt_state = f_alt.make_optimizer(TINY).init(tiny_params)
+    p, s, out = fns.train_step(tiny_params, opt_state, *args, jnp.zeros(4), jnp.float32(0.01))
+    assert bool(out.skipped) and int(s[0].count) == 0
+    leaves = zip(jax.tree_util.tree_leaves(p), jax.tree_util.tree_leaves(tiny_params), strict=True)
+    assert all(np.array_equal(a, c) for a, c in leaves)
+    mu = jax.tree_util.tree_leaves(s[0].mu)
+    assert not any(np.asarray(m).any() for m in mu)
+    p, s, out = fns.train_step(tiny_params, opt_state, *args, jnp.ones(4), jnp.float32(0.01))
+    assert not bool(out.skipped) and int(s[0].count) == 1
+    assert not np.array_equal(np.asarray(p["fc"]["kernel"]),
+                              np.asarray(tiny_params["fc"]["kernel"]))
+
+
+def test_generate_semantics(tiny_params):
+    T = TINY.max_gen_len
+    g = m_alt.gumbel_noise(0, 0, 4, T, 63)
+    g[0, 2, EOS_ID] = 1e4
+    g[1, 0, EOS_ID] = 1e4
+    g[2, :, EOS_ID] = -1e4
+    r = f_alt.jitted(TINY).generate(tiny_params, jnp.asarray(g))
+    tokens = np.asarray(r.tokens)
+    assert tokens.dtype == np.int32
+    assert tokens[0, 2] == EOS_ID and np.all(tokens[0, 3:] == PAD_ID)
+    assert np.asarray(r.valid)[0].tolist() == [True] * 3 + [False] * (T - 3)
+    assert np.asarray(r.hit_eos)[:3].tolist() == [True, True, False]
+    assert np.asarray(r.length)[:3].tolist() == [2, 0, T]
+
+
+def test_step_mode_equals_sequence_mode(tiny_params):
+    fns = f_alt.jitted(TINY)
+    T = TINY.max_gen_len
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 63, (4, T)), jnp.int32)
+    seq, _ = fns.forward(tiny_params, x)
+    state, steps = f_alt.zero_state(TINY, 4), []
+    for t in range(T):
+        lt, state = fns.step(tiny_params, x[:, t], state)
+        steps.append(np.asarray(lt))
+    np.testing.assert_allclose(np.stack(steps, 1), np.asarray(seq), atol=1e-6, rtol=0)
+
+
+def test_init_params_distributions():
+    cfg = PRESETS["tiny"]
+    p = f_alt.init_params(jax.random.PRNGKey(0), cfg)
+    H = cfg.hidden_dim
+    lay = p["rnn"]["layer_0"]
+    assert lay["w_ih"].shape == (16, 128) and lay["w_hh"].shape == (32, 128)
+    w_hh = np.asarray(lay["w_hh"], np.float64)  # [H, 4H] = torch [4H, H] transposed
+    np.testing.assert_allclose(w_hh @ w_hh.T, np.eye(H), atol=1e-5)
+    assert float(jnp.abs(lay["w_ih"]).max()) <= np.sqrt(6 / (16 + 128))
+    assert float(jnp.abs(p["embedding"]["embedding"]).max()) <= np.sqrt(6 / (63 + 16))
+    b = np.asarray(lay["b_ih"])
+    assert np.all(b[H:2 * H] == 1) and not b[:H].any() and not np.asarray(p["fc"]["bias"]).any()
+    r0 = f_alt.init_params(jax.random.PRNGKey(0), PRESETS["r0"].replace(embed_dim=8,
+                                                                      hidden_dim=16))
+    assert not np.asarray(r0["embedding"]["embedding"])[PAD_ID].any()
+    assert set(pa.params_to_torch(p, cfg)) == set(m_alt.torch_shapes(cfg))
+
+
+def test_sample_noise():
+    key = jax.random.PRNGKey(3)
+    a = f_alt.sample_noise(key, 0, (2, 4, 63))
+    b = f_alt.sample_noise(key, 1, (2, 4, 63))
+    assert a.dtype == jnp.float32 and a.shape == (2, 4, 63)
+    assert not np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_adam_flavours_share_optax_state_layout(tiny_params):
+    a = f_alt.make_optimizer(TINY).init(tiny_params)
+    b = f_alt.make_optimizer(TINY, "optax").init(tiny_params)
+    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+    assert a[0].count.dtype == b[0].count.dtype == jnp.int32
+    with pytest.raises(ValueError, match="flavour"):
+        f_alt.make_optimizer(TINY, "sgd")
