@@ -435,8 +435,10 @@ def torch_adam(lr: float, b1: float, b2: float, eps: float) -> optax.GradientTra
     log_b1, log_b2 = jnp.float32(math.log(b1)), jnp.float32(math.log(b2))
 
     def init_fn(params: optax.Params) -> optax.OptState:
-        zeros = jax.tree_util.tree_map(lambda p: jnp.zeros_like(p, dtype=F32), params)
-        return (optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=zeros),
+        def zeros():  # distinct trees for mu and nu (no shared buffers under donation)
+            return jax.tree_util.tree_map(lambda p: jnp.zeros_like(p, dtype=F32), params)
+
+        return (optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=zeros(), nu=zeros()),
                 optax.EmptyState())
 
     def update_fn(grads, state, params=None):
