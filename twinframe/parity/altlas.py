@@ -58,6 +58,7 @@ from twinframe.models import altlas as m_alt
 from twinframe.models.altlas import PAD_ID, PRESETS, AltLASConfig, canonical_init, torch_shapes
 from twinframe.parity.compare import Comparison
 from twinframe.parity.convert import Row, Rule, Table, flatten_tree
+from twinframe.parity.optim_inputs import grads_and_moments, prime_torch_optimizer
 from twinframe.torch_ref import altlas as t_alt
 
 log = logging.getLogger(__name__)
@@ -505,16 +506,11 @@ def _adam_only(cfg: AltLASConfig, tw: Twins) -> list[Comparison]:
     """torch Adam vs the JAX Adam (`make_optimizer`) from identical grads, moments at step 3."""
     rng = np.random.default_rng([cfg.seed, 205])
     shapes = torch_shapes(cfg)
-    g = {k: (rng.standard_normal(s) * 1e-2).astype(np.float32) for k, s in shapes.items()}
-    m = {k: (rng.standard_normal(s) * 1e-3).astype(np.float32) for k, s in shapes.items()}
-    v = {k: (rng.random(s) * 1e-5).astype(np.float32) for k, s in shapes.items()}
+    g, m, v = grads_and_moments(rng, shapes)
     model = t_alt.AltLAS_RNN(cfg, tw.state)
     opt = t_alt.make_optimizer(model, cfg)
     named = dict(model.named_parameters())
-    for k in shapes:
-        named[k].grad = _t(g[k])
-        opt.state[named[k]] = {"step": torch.tensor(3.0), "exp_avg": _t(m[k]),
-                               "exp_avg_sq": _t(v[k])}
+    prime_torch_optimizer(opt, named, g, m, v, step=3)
     opt.step()
     snap = AdamSnapshot(3, m, v, cfg.lr, (cfg.beta1, cfg.beta2), cfg.eps)
     state = adam_snapshot_to_optax(snap, cfg)

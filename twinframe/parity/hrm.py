@@ -28,6 +28,7 @@ from twinframe.models.hrm import (
 from twinframe.parity import tolerances
 from twinframe.parity.compare import Comparison
 from twinframe.parity.convert import PathT, Row, Rule, Table
+from twinframe.parity.optim_inputs import grads_and_moments, prime_torch_optimizer
 from twinframe.tasks import sudoku
 from twinframe.torch_ref import hrm as t_hrm
 from twinframe.torch_ref import layers as t_layers
@@ -287,19 +288,13 @@ def level_l4(cfg: HRMConfig) -> list[Comparison]:
     tw = Twins.build(cfg)
     rng = np.random.default_rng([cfg.seed, 101])
     keys = [k for k, p in tw.torch_model.named_parameters() if p.requires_grad]
-    shapes = {k: tw.state[k].shape for k in keys}
-    g = {k: (rng.standard_normal(s) * 1e-2).astype(np.float32) for k, s in shapes.items()}
-    m = {k: (rng.standard_normal(s) * 1e-3).astype(np.float32) for k, s in shapes.items()}
-    v = {k: (rng.random(s) * 1e-5).astype(np.float32) for k, s in shapes.items()}
+    g, m, v = grads_and_moments(rng, {k: tw.state[k].shape for k in keys})
     model = tw.torch_model
     opt = t_optim.MLXAdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                            betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
                            weight_decay=cfg.weight_decay)
     named = dict(model.named_parameters())
-    for k in keys:
-        named[k].grad = _t(g[k])
-        opt.state[named[k]] = {"step": torch.tensor(3.0), "exp_avg": _t(m[k]),
-                               "exp_avg_sq": _t(v[k])}
+    prime_torch_optimizer(opt, named, g, m, v, step=3)
     opt.step()
     tab = table(cfg)
 
