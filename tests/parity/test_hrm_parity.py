@@ -19,6 +19,8 @@ def records():
 def test_every_level_present_and_passing(records):
     levels = {r.level for r in records}
     assert levels == {"L0", "L1", "L2", "L3", "L4", "L6"}
+    bf16 = [r for r in records if ".bf16." in f".{r.name}"]
+    assert len(bf16) == 6 and all(r.passed for r in bf16)
     full = [r for r in records if r.name.startswith("full.segment")]
     assert len(full) == 15 and all(r.tolerance.startswith("|d|<=5e-05") for r in full)
     failed = [(r.name, r.max_abs, r.tolerance) for r in records if not r.passed]

@@ -223,6 +223,32 @@ def level_l1(cfg: HRMConfig, segments: tuple[int, ...] = (), batch: int = 4) -> 
     return out
 
 
+def level_l1_bf16(cfg: HRMConfig, batch: int = 2) -> list[Comparison]:
+    """One segment with T = bf16 in both frameworks: logits rel-L2 (spec §7) and the robust
+    criterion for logits and z_H (cross error <= 2x each framework's own bf16-vs-f32 error)."""
+    outs = {}
+    for dt in ("float32", "bfloat16"):
+        c = cfg.replace(compute_dtype=dt)
+        tw = Twins.build(c)
+        x, y = _batch(c, batch)
+        tc = tw.torch_model.initial_carry(_t(x), _t(y))
+        jc = f_hrm.initial_carry(tw.consts, jnp.asarray(x), jnp.asarray(y), c)
+        with torch.no_grad():
+            ot = tw.torch_model(tc.z_H, tc.z_L, tc.inputs)
+        oj = _jit_segment(c)(tw.params, tw.consts, jc.z_H, jc.z_L, jnp.asarray(x))
+        outs[dt] = {"logits": (ot.logits.numpy(), np.asarray(oj.logits)),
+                    "z_H": (ot.z_H.float().numpy(), np.asarray(oj.z_H.astype(jnp.float32)))}
+    res = []
+    for f in ("logits", "z_H"):
+        (t32, j32), (t16, j16) = outs["float32"][f], outs["bfloat16"][f]
+        own = max(_max_diff(t16, t32), _max_diff(j16, j32))
+        res.append(Comparison("L1", f"bf16.{f}", t16, j16, "L1.bf16_robust", "bfloat16",
+                              f"own bf16-vs-f32 error {own:.2e}", scale=own))
+    t16, j16 = outs["bfloat16"]["logits"]
+    res.append(Comparison("L1", "bf16.logits.rel_l2", t16, j16, "L1.logits", "bfloat16"))
+    return res
+
+
 def _act_step_both(cfg: HRMConfig, tw: Twins, t: int = 1):
     x, y = _batch(cfg, cfg.batch_size)
     noise = sudoku.exploration_noise(cfg.seed, t, cfg.batch_size, cfg.halt_max_steps)
@@ -325,6 +351,8 @@ def levels(cfg: HRMConfig) -> dict[str, Callable[[], list[Comparison]]]:
         "L1": lambda: level_l1(cfg),
         "L1-full": lambda: [dataclasses.replace(c, name=f"full.{c.name}")
                             for c in level_l1(full, segments=(1, 2, 3), batch=2)],
+        "L1-bf16": lambda: level_l1_bf16(cfg) + [
+            dataclasses.replace(c, name=f"full.{c.name}") for c in level_l1_bf16(full)],
         "L2/L3": lambda: level_l2_l3(cfg) + level_l2_l3(cfg, q_head_scale=0.5),
         "L4": lambda: level_l4(cfg),
     }

@@ -4,8 +4,10 @@ Kinds (a = candidate (JAX), b = reference (torch); errors are elementwise |a - b
 - exact:    a == b everywhere (bit-exact, or equal booleans/ints).
 - allclose: |a - b| <= atol + rtol*|b| everywhere.
 - scaled:   max|a - b| <= rtol*max|b| + atol (error relative to the tensor's scale).
-Reported `max_rel` is always max|a - b| / max|b| (scale-relative), so it reads the same for
-every kind. f32 figures follow spec hrm §7; "measured" notes are this repository's own runs.
+- rel_l2:   ||a - b||_2 <= rtol*||b||_2 + atol (whole-tensor relative error, for bf16).
+Reported `max_rel` is max|a - b| / scale, scale = max|b| unless the comparison supplies one
+(sensitivity-relative checks); for rel_l2 it is the rel-L2 error itself. f32 figures follow
+spec hrm §7; "measured" notes are this repository's own runs.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class Tolerance:
             return "exact"
         if self.kind == "allclose":
             return f"|d|<={self.atol:g}+{self.rtol:g}|ref|"
+        if self.kind == "rel_l2":
+            return f"||d||2<={self.rtol:g}*||ref||2+{self.atol:g}"
         return f"max|d|<={self.rtol:g}*{self.scale_name}+{self.atol:g}"
 
     def evaluate(
@@ -56,6 +60,10 @@ class Tolerance:
             ok = max_abs == 0.0
         elif self.kind == "allclose":
             ok = bool(np.all(diff <= self.atol + self.rtol * np.abs(b64)))
+        elif self.kind == "rel_l2":
+            num, den = float(np.linalg.norm(diff)), float(np.linalg.norm(b64))
+            ok = num <= self.rtol * den + self.atol
+            max_rel = num / den if den > 0 else (0.0 if num == 0 else float("inf"))
         else:
             ok = max_abs <= self.rtol * scale + self.atol
         return max_abs, max_rel, ok
@@ -93,8 +101,17 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
         scale_name="1ulp-sensitivity",
     ),
     ("L1.logits", "bfloat16"): T(
-        "scaled", 0.0, 3e-2,
-        "bf16 compute: XLA may keep excess precision inside fusions; spec measured rel 1.2e-2.",
+        "rel_l2", 0.0, 3e-2,
+        "bf16 compute (T = bf16): roundings of T-valued intermediates fall differently (XLA may "
+        "keep excess precision inside fusions, spec trap 7); spec §7 bound rel-L2 3e-2 "
+        "(measured here 1.5e-2 tiny, 1.6e-2 full).",
+    ),
+    ("L1.bf16_robust", "bfloat16"): T(
+        "scaled", 0.0, 2.0,
+        "Hardware-robust bf16 criterion of spec §7: cross-framework bf16 error <= 2x the larger "
+        "of each framework's own bf16-vs-f32 error (measured: cross 3.8e-2 vs own 3.4e-2 tiny "
+        "logits; 4.3e-2 vs 9.0e-2 full).",
+        scale_name="own-bf16-err",
     ),
     ("L2.loss", "float32"): T(
         "allclose", 0.0, 1e-5,
