@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from twinframe.functional import sharding
 from twinframe.models.hrm import FROZEN_KEYS, HRMConfig, canonical_init
 from twinframe.tasks import sudoku
 
@@ -220,22 +221,31 @@ class JaxEngine:
         empty = jnp.zeros((B, cfg.seq_len), jnp.int32)
         c = f_hrm.initial_carry(self.consts, empty, empty, cfg)
         self.z_H, self.z_L = jnp.array(c.z_H), jnp.array(c.z_L)
+        self.mesh = sharding.data_mesh(B)
+        self._place()
+
+    def _place(self) -> None:
+        """Replicate params/opt state/consts and split the carry over the data mesh (if any)."""
+        self.params, self.opt_state, self.consts = sharding.replicate(
+            (self.params, self.opt_state, self.consts), self.mesh)
+        self.z_H, self.z_L = sharding.shard_batch((self.z_H, self.z_L), self.mesh)
 
     def step(self, host: HRMHost, noise: dict) -> tuple[dict[str, float], np.ndarray]:
         jnp = self.jnp
-        carry = self.f_hrm.HRMCarry(self.z_H, self.z_L, jnp.asarray(host.segments),
-                                    jnp.asarray(host.inputs), jnp.asarray(host.targets))
+        batch = sharding.shard_batch(
+            (jnp.asarray(host.segments), jnp.asarray(host.inputs), jnp.asarray(host.targets),
+             {k: jnp.asarray(v) for k, v in noise.items()}), self.mesh)
+        carry = self.f_hrm.HRMCarry(self.z_H, self.z_L, *batch[:3])
         self.params, self.opt_state, out = self._step(
-            self.params, self.opt_state, self.consts, carry,
-            {k: jnp.asarray(v) for k, v in noise.items()})
+            self.params, self.opt_state, self.consts, carry, batch[3])
         self.z_H, self.z_L = out.carry.z_H, out.carry.z_L
         metrics, halted = self.jax.device_get((out.metrics, out.halted))
         return {k: float(v) for k, v in metrics.items()}, np.asarray(halted)
 
     def reset(self, mask: np.ndarray) -> None:
         if mask.any():
-            self.z_H, self.z_L = self._reset(self.z_H, self.z_L, self.jnp.asarray(mask),
-                                             self.consts)
+            m = sharding.shard_batch(self.jnp.asarray(mask), self.mesh)
+            self.z_H, self.z_L = self._reset(self.z_H, self.z_L, m, self.consts)
 
     def export_state(self) -> dict[str, Any]:
         """{'model': {'params', 'consts'}, 'opt': {'count', 'mu', 'nu'}, 'carry': {z_H, z_L}}."""
@@ -264,6 +274,7 @@ class JaxEngine:
         T = self.f_hrm.compute_dtype(self.cfg)
         self.z_H = jnp.asarray(np.asarray(s["carry"]["z_H"], np.float32)).astype(T)
         self.z_L = jnp.asarray(np.asarray(s["carry"]["z_L"], np.float32)).astype(T)
+        self._place()
 
     def params_torch_layout(self) -> dict[str, np.ndarray]:
         full = self.table.tree_to_torch({"params": self.jax.device_get(self.params),
