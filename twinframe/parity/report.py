@@ -202,7 +202,8 @@ def _curves_html(curves: dict[str, Any]) -> str:
                                                       "jax": c["jax_loss"]}, ylabel="loss",
                           x_start=x0)]
         if "abs_diff" in c:
-            plots.append(svg_plot(f"{name}: |loss_torch - loss_jax|", {"abs diff": c["abs_diff"]},
+            plots.append(svg_plot(f"{name}: |loss_torch - loss_jax| (zeros not drawn)",
+                                  {"abs diff": c["abs_diff"]},
                                   log_y=True, ylabel="abs diff (log scale)", x_start=x0))
         summary = html.escape(c.get("summary", ""))
         out.append(f"<h3>{html.escape(name)}</h3><p>{summary}</p>"
