@@ -48,9 +48,11 @@ def _hrm() -> ModelSpec:
 def _altlas() -> ModelSpec:
     from twinframe.models import altlas
     from twinframe.parity import altlas as parity_altlas
+    from twinframe.training import altlas as training_altlas
 
     return ModelSpec("altlas", altlas.AltLASConfig, altlas.PRESETS, parity_altlas.table,
-                     altlas.canonical_init, parity_altlas.levels)
+                     altlas.canonical_init, parity_altlas.levels,
+                     curve=training_altlas.AltLASLockstep, trainer=training_altlas.AltLASTrainer)
 
 
 _FACTORIES: dict[str, Callable[[], ModelSpec]] = {"hrm": _hrm, "altlas": _altlas}

@@ -91,14 +91,15 @@ def run_curve(spec: ModelSpec, cfg, steps: int, label: str = "",
     which a series left its tolerance. Final parameters are compared per leaf (L5.params)."""
     configure_jax_for_parity()
     lock = spec.curve(cfg)
+    metrics = getattr(lock, "CURVE_METRICS", CURVE_METRICS)
     tol = tolerances.get("L5.loss")
-    series_t: dict[str, list[float]] = {k: [] for k in CURVE_METRICS}
-    series_j: dict[str, list[float]] = {k: [] for k in CURVE_METRICS}
+    series_t: dict[str, list[float]] = {k: [] for k in metrics}
+    series_j: dict[str, list[float]] = {k: [] for k in metrics}
     notes: list[str] = []
     t0 = time.perf_counter()
     for i in range(steps):
         mt, mj, note = lock.step()
-        for k in CURVE_METRICS:
+        for k in metrics:
             series_t[k].append(mt[k])
             series_j[k].append(mj[k])
         if note:
@@ -107,7 +108,7 @@ def run_curve(spec: ModelSpec, cfg, steps: int, label: str = "",
             progress(f"{spec.name} L5{label}: step {i + 1}/{steps}")
     tag = f"curve{label}"
     comps = []
-    for k in CURVE_METRICS:
+    for k in metrics:
         ref, cand = np.asarray(series_t[k]), np.asarray(series_j[k])
         bad = np.flatnonzero(np.abs(cand - ref) > tol.atol + tol.rtol * np.abs(ref))
         note = f"first exceeds at step {bad[0] + 1}" if bad.size else f"{steps} steps"
@@ -128,8 +129,8 @@ def run_curve(spec: ModelSpec, cfg, steps: int, label: str = "",
     curves = {f"{spec.name}{label}": {
         "torch_loss": loss_t, "jax_loss": loss_j,
         "abs_diff": [abs(a - b) for a, b in zip(loss_t, loss_j, strict=True)],
-        "torch_cell_acc": series_t["cell_acc_with_givens"],
-        "jax_cell_acc": series_j["cell_acc_with_givens"], "summary": summary}}
+        "torch_cell_acc": series_t.get("cell_acc_with_givens", []),
+        "jax_cell_acc": series_j.get("cell_acc_with_givens", []), "summary": summary}}
     return CurveResult(records, curves)
 
 
