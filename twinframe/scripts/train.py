@@ -34,9 +34,11 @@ def main(args: argparse.Namespace) -> int:
                              args.keep, args.resume, show_progress=not args.no_progress)
     if records:
         last = records[-1]
-        mean = sum(r["step_time_s"] for r in records) / len(records)
+        timed = records[1:] or records  # the first step of a process includes compilation
+        mean = sum(r["step_time_s"] for r in timed) / len(timed)
         print(f"{args.model}/{args.framework}: step {trainer.t}, loss {last['loss']:.4f}, "
-              f"{1.0 / mean:.1f} steps/s (mean), checkpoints in {args.out}/")
+              f"{1.0 / mean:.1f} steps/s (mean after the first step), "
+              f"checkpoints in {args.out}/")
     if args.eval and hasattr(trainer, "evaluate"):
         import json
         import logging

@@ -84,15 +84,19 @@ def _json_default(x: Any) -> Any:
 
 
 def _postfix(rec: dict[str, Any]) -> str:
-    acc = rec.get("cell_acc_with_givens", rec.get("success_rate"))
-    dt = rec.get("step_time_s") or float("nan")
+    """Progress-bar text: loss plus the model's own headline metrics when present."""
     parts = [f"loss {rec['loss']:.4f}"]
-    if acc is not None:
-        parts.append(f"acc {acc:.3f}")
-    if "curriculum_stage" in rec:
+    if "cell_acc_with_givens" in rec:
+        parts.append(f"acc {rec['cell_acc_with_givens']:.3f}")
         parts.append(f"stage {rec['curriculum_stage']}")
-    parts.append(f"{1.0 / dt:.1f} step/s" if dt and dt > 0 else "")
-    return ", ".join(p for p in parts if p)
+    if "mean_reward" in rec:
+        parts.append(f"reward {rec['mean_reward']:.3f}")
+        parts.append(f"success {rec['success_rate']:.2f} ({rec['cumulative_successes']} total)")
+    if rec.get("episodes_per_s"):
+        parts.append(f"{rec['episodes_per_s']:.1f} episodes/s")
+    elif rec.get("step_time_s"):
+        parts.append(f"{1.0 / rec['step_time_s']:.1f} step/s")
+    return ", ".join(parts)
 
 
 def _progress(steps: int, start: int, name: str, fw: str, enabled: bool):
