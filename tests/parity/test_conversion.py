@@ -56,10 +56,10 @@ def test_jax_layout_is_transposed(src, tmp_path):
 def test_foreign_bf16_file_without_metadata_needs_config(tmp_path):
     from safetensors.torch import save_file
 
-    from twinframe.parity.io import _from_numpy
+    from twinframe.parity.io import from_numpy
 
     path = tmp_path / "zt.safetensors"
-    save_file({k: _from_numpy(v, "bfloat16") for k, v in canonical_init(TINY).items()}, str(path))
+    save_file({k: from_numpy(v, "bfloat16") for k, v in canonical_init(TINY).items()}, str(path))
     with pytest.raises(CheckpointError, match="--config"):
         convert_file(path, tmp_path / "x.npz")
     convert_file(path, tmp_path / "x.npz", config="tiny")

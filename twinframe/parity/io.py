@@ -37,7 +37,7 @@ def kind_of(path: str | Path) -> str:
     return "torch" if Path(path).suffix in TORCH_SUFFIXES else "jax"
 
 
-def _atomic(dst: Path, write: Callable[[Path], None], is_dir: bool = False) -> None:
+def atomic_write(dst: Path, write: Callable[[Path], None], is_dir: bool = False) -> None:
     """Run write(tmp) on a sibling temp path, then rename onto dst; clean up on any failure."""
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -52,7 +52,7 @@ def _atomic(dst: Path, write: Callable[[Path], None], is_dir: bool = False) -> N
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _to_numpy(t: Any) -> np.ndarray:
+def to_numpy(t: Any) -> np.ndarray:
     """torch tensor -> NumPy, bf16 kept as ml_dtypes.bfloat16 (exact)."""
     import ml_dtypes
     import torch
@@ -65,7 +65,7 @@ def _to_numpy(t: Any) -> np.ndarray:
     return t.numpy()
 
 
-def _from_numpy(x: np.ndarray, dtype: str) -> Any:
+def from_numpy(x: np.ndarray, dtype: str) -> Any:
     import torch
 
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -97,7 +97,7 @@ def read_torch(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]
         extras["model"] = extras.pop("model_name")
     if isinstance(extras.get("config"), str):
         extras["config"] = json.loads(extras["config"])
-    return {k: _to_numpy(v) for k, v in obj.items()}, extras
+    return {k: to_numpy(v) for k, v in obj.items()}, extras
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -106,7 +106,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            state = {k: _to_numpy(f.get_tensor(k)) for k in f.keys()}  # noqa: SIM118
+            state = {k: to_numpy(f.get_tensor(k)) for k in f.keys()}  # noqa: SIM118
     except Exception as e:  # noqa: BLE001
         raise CheckpointError(f"{path}: not a valid safetensors file ({_first_line(e)})") from None
     extras: dict[str, Any] = {}
@@ -130,18 +130,18 @@ def write_torch(
 ) -> None:
     """Write a torch-layout state atomically (.safetensors, or .pt with extras)."""
     path = Path(path)
-    tensors = {k: _from_numpy(v, dtype) for k, v in state.items()}
+    tensors = {k: from_numpy(v, dtype) for k, v in state.items()}
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
         meta = {"format": f"twinframe/{model}/1", "config": json.dumps(config, sort_keys=True)}
-        _atomic(path, lambda p: save_file(tensors, str(p), metadata=meta))
+        atomic_write(path, lambda p: save_file(tensors, str(p), metadata=meta))
         return
     import torch
 
     obj = {"model": tensors, "model_name": model, "config": json.dumps(config, sort_keys=True)}
     obj.update(extras or {})
-    _atomic(path, lambda p: torch.save(obj, str(p)))
+    atomic_write(path, lambda p: torch.save(obj, str(p)))
 
 
 def read_jax(path: str | Path) -> tuple[dict, dict[str, Any]]:
@@ -195,7 +195,7 @@ def write_jax(
             with open(p, "wb") as f:
                 np.savez(f, __twinframe__=blob, **flat)
 
-        _atomic(path, write_npz)
+        atomic_write(path, write_npz)
         return
 
     def write_orbax(p: Path) -> None:
@@ -207,7 +207,7 @@ def write_jax(
             ckptr.wait_until_finished()
         (p / META_FILE).write_text(json.dumps(meta))
 
-    _atomic(path, write_orbax, is_dir=True)
+    atomic_write(path, write_orbax, is_dir=True)
 
 
 def jax_tree_to_numpy(tree: Any) -> Any:

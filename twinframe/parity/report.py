@@ -13,7 +13,7 @@ from typing import Any
 
 from twinframe.parity import tolerances
 from twinframe.parity.compare import Record
-from twinframe.parity.io import _atomic
+from twinframe.parity.io import atomic_write
 
 
 @dataclasses.dataclass
@@ -75,8 +75,8 @@ def write(out_dir: str | Path, results: list[ModelResult], env: dict, wall: floa
     """Write index.html and report.json into out_dir; returns the HTML path."""
     out_dir = Path(out_dir)
     data = to_json(results, env, wall)
-    _atomic(out_dir / "report.json", lambda p: p.write_text(json.dumps(data, indent=1)))
-    _atomic(out_dir / "index.html", lambda p: p.write_text(render_html(results, data)))
+    atomic_write(out_dir / "report.json", lambda p: p.write_text(json.dumps(data, indent=1)))
+    atomic_write(out_dir / "index.html", lambda p: p.write_text(render_html(results, data)))
     return out_dir / "index.html"
 
 

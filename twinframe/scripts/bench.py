@@ -18,7 +18,7 @@ def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from twinframe import registry
-    from twinframe.parity.io import _atomic
+    from twinframe.parity.io import atomic_write
     from twinframe.training.bench import bench
 
     spec = registry.get(args.model)
@@ -31,5 +31,5 @@ def main(args: argparse.Namespace) -> int:
     print(f"JAX jit / torch eager speed ratio: {r['jax_over_torch']:.2f}x "
           f"({r['environment']['jax_devices'][0]})")
     out = Path(args.out) / f"{args.model}-{args.config}.json"
-    _atomic(out, lambda p: p.write_text(json.dumps(r, indent=1)))
+    atomic_write(out, lambda p: p.write_text(json.dumps(r, indent=1)))
     return 0

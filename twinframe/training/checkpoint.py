@@ -51,7 +51,7 @@ def _named_moments(sd: dict[str, Any]) -> dict[str, Any]:
             raise CheckpointError(f"optimizer state missing for parameter '{n}'")
         out["step"] = float(st["step"])
         for slot in ("exp_avg", "exp_avg_sq"):
-            out[slot][n] = io._to_numpy(st[slot]).astype(np.float32)
+            out[slot][n] = io.to_numpy(st[slot]).astype(np.float32)
     return out
 
 
@@ -67,12 +67,12 @@ def save(ckpt_dir: str | Path, state: dict[str, Any], keep: int = 3) -> Path:
         obj = {
             "format": FORMAT, "model_name": name, "framework": fw,
             "config": json.dumps(state["config"]), "host": host_json,
-            "model": {k: io._from_numpy(v, "float32") for k, v in state["model"].items()},
+            "model": {k: io.from_numpy(v, "float32") for k, v in state["model"].items()},
             "optimizer": _torch_optimizer_dict(state["opt"], state["config"]),
             "carry": {k: torch.from_numpy(np.array(v, np.float32)) for k, v in
                       state["carry"].items()},
         }
-        io._atomic(path, lambda p: torch.save(obj, str(p)))
+        io.atomic_write(path, lambda p: torch.save(obj, str(p)))
         io.write_torch(ckpt_dir / f"checkpoint-{t}.safetensors", state["model"], name,
                        state["config"])
     else:
@@ -121,7 +121,7 @@ def load(path: str | Path) -> dict[str, Any]:
             return {"framework": "torch", "model_name": extras["model"],
                     "config": extras["config"], "host": json.loads(extras["host"]),
                     "model": model, "opt": _named_moments(extras["optimizer"]),
-                    "carry": {k: io._to_numpy(v) for k, v in extras["carry"].items()}}
+                    "carry": {k: io.to_numpy(v) for k, v in extras["carry"].items()}}
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{path}: incomplete train state ({e})") from None
     tree, meta = io.read_jax(path)

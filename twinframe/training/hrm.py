@@ -141,18 +141,18 @@ class TorchEngine:
     def export_state(self) -> dict[str, Any]:
         """{'model': state_dict, 'opt': {'step', 'exp_avg': {name: m}, 'exp_avg_sq': {name: v}},
         'carry': {z_H, z_L}}: torch layout, NumPy leaves, moments keyed by parameter name."""
-        from twinframe.parity.io import _to_numpy
+        from twinframe.parity.io import to_numpy
 
-        model = {k: _to_numpy(v) for k, v in self.model.state_dict().items()}
+        model = {k: to_numpy(v) for k, v in self.model.state_dict().items()}
         named = dict(self.model.named_parameters())
         states = [self.opt.state.get(named[n], {}) for n in self.names]
         step = float(states[0]["step"]) if states[0] else 0.0
         opt: dict[str, Any] = {"step": step, "exp_avg": {}, "exp_avg_sq": {}}
         for n, st in zip(self.names, states, strict=True):
             for slot in ("exp_avg", "exp_avg_sq"):
-                opt[slot][n] = (_to_numpy(st[slot]) if st else
+                opt[slot][n] = (to_numpy(st[slot]) if st else
                                 np.zeros(named[n].shape, np.float32))
-        carry = {"z_H": _to_numpy(self.z_H), "z_L": _to_numpy(self.z_L)}
+        carry = {"z_H": to_numpy(self.z_H), "z_L": to_numpy(self.z_L)}
         return {"model": model, "opt": opt, "carry": carry}
 
     def import_state(self, s: dict[str, Any]) -> None:
