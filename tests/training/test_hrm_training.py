@@ -1,6 +1,5 @@
 """HRM training: resume is bit-identical, checkpoints rotate, torch checkpoints continue in JAX."""
 
-import json
 
 import numpy as np
 import pytest
@@ -15,23 +14,9 @@ CFG = SPEC.config("tiny")
 N = 6
 
 
-def _bits(state):
-    return {k: v.view(np.uint32).copy() for k, v in state.items()}
-
-
 @pytest.mark.parametrize("framework", ["torch", "jax"])
-def test_resume_is_bit_identical(tmp_path, framework):
-    full, recs_full = train(SPEC, CFG, framework, 2 * N, show_progress=False)
-    _, recs_a = train(SPEC, CFG, framework, N, tmp_path, every=N, show_progress=False)
-    resumed, recs_b = train(SPEC, CFG, framework, N, tmp_path, every=N, resume=tmp_path,
-                            show_progress=False)
-    assert resumed.t == 2 * N
-    a, b = _bits(full.params_torch_layout()), _bits(resumed.params_torch_layout())
-    assert all(np.array_equal(a[k], b[k]) for k in a)
-    assert [r["loss"] for r in recs_full] == [r["loss"] for r in recs_a + recs_b]
-    assert full.host.state_dict() == resumed.host.state_dict()
-    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(x)["step"] for x in lines] == list(range(1, 2 * N + 1))
+def test_resume_is_bit_identical(tmp_path, framework, resume_bit_identical):
+    resume_bit_identical(SPEC, CFG, framework, N, tmp_path)
 
 
 def test_checkpoints_rotate_and_record_everything(tmp_path):
