@@ -28,8 +28,8 @@ def test_ffn_width_rounding():
         {"halt_max_steps": 1},
         {"halt_exploration_prob": 1.5},
         {"seed": 2**32},
-        {"ffn_rounding": "swift"},  # H=32, multiple 256 would give I=0 -> here multiple 16 ok
-    ][:5],
+        {"ffn_rounding": "banker"},
+    ],
 )
 def test_invalid_configs_raise(change):
     with pytest.raises(ConfigError):
@@ -39,6 +39,12 @@ def test_invalid_configs_raise(change):
 def test_swift_rounding_with_zero_width_raises():
     with pytest.raises(ConfigError, match="FFN width"):
         hrm.TINY.replace(ffn_rounding="swift", ffn_multiple=256)
+
+
+@pytest.mark.parametrize("change", [{"bias_correction": True}, {"noise_source": "native"}])
+def test_unimplemented_options_are_refused(change):
+    with pytest.raises(ConfigError, match="not implemented"):
+        hrm.TINY.replace(**change)
 
 
 def test_unknown_field_rejected():

@@ -81,6 +81,11 @@ class HRMConfig(FrozenConfig):
             raise ConfigError("eval_halting must be 'q' or 'max_steps'")
         if self.batch_size < 1 or self.num_layers < 1:
             raise ConfigError("batch_size and num_layers must be >= 1")
+        if self.bias_correction:
+            raise ConfigError("bias_correction=True (torch/optax AdamW) is not implemented; "
+                              "only the reference MLX AdamW without bias correction is")
+        if self.noise_source != "host":
+            raise ConfigError("noise_source='native' is not implemented; use 'host'")
 
     @property
     def head_dim(self) -> int:
