@@ -2,6 +2,7 @@
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -58,6 +59,18 @@ def test_bce_formula():
     got_j = np.asarray(fl.binary_cross_entropy_with_logits(jnp.asarray(l), jnp.asarray(t)))
     np.testing.assert_allclose(got_t, want, rtol=1e-6)
     np.testing.assert_allclose(got_j, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("t", [0.0, 0.3, 1.0])
+def test_bce_gradient_at_zero_logit(t):
+    """Spec §6.2 / trap 13: dBCE/dl = sigmoid(l) - t at l = 0 exactly, i.e. 0.5 - t."""
+    l_t = torch.zeros(3, requires_grad=True)
+    tl.binary_cross_entropy_with_logits(l_t, torch.full((3,), t)).sum().backward()
+    g_j = jax.grad(lambda x: fl.binary_cross_entropy_with_logits(x, jnp.full(3, t)).sum())(
+        jnp.zeros(3))
+    want = np.full(3, np.float32(0.5) - np.float32(t))
+    np.testing.assert_array_equal(l_t.grad.numpy(), want)
+    np.testing.assert_array_equal(np.asarray(g_j), want)
 
 
 def test_golden_q_loss_and_step1_numbers():

@@ -94,8 +94,9 @@ def post_norm_block(
 
 
 def binary_cross_entropy_with_logits(logit: jax.Array, target: jax.Array) -> jax.Array:
-    """Elementwise BCE(l, t) = max(l, 0) - l*t + log(1 + exp(-|l|)) (spec hrm §6.2)."""
-    return jnp.maximum(logit, 0) - logit * target + jnp.log1p(jnp.exp(-jnp.abs(logit)))
+    """Elementwise BCE(l, t) = softplus(l) - l*t (spec hrm §6.2), gradient sigmoid(l) - t
+    everywhere: at l = 0 exactly it is 0.5 - t (differentiating the max/|l| form gives -t)."""
+    return jax.nn.softplus(logit) - logit * target
 
 
 def global_norm(tree: Params) -> jax.Array:

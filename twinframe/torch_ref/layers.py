@@ -127,8 +127,9 @@ class PostNormBlock(nn.Module):
 
 
 def binary_cross_entropy_with_logits(logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Elementwise BCE(l, t) = max(l, 0) - l*t + log(1 + exp(-|l|)) (spec hrm §6.2)."""
-    return torch.clamp(logit, min=0) - logit * target + torch.log1p(torch.exp(-logit.abs()))
+    """Elementwise BCE(l, t) = softplus(l) - l*t (spec hrm §6.2), gradient sigmoid(l) - t
+    everywhere: at l = 0 exactly it is 0.5 - t (autograd of the max/|l| form gives 1 - t)."""
+    return F.softplus(logit) - logit * target
 
 
 def load_numpy_state(module: nn.Module, state: dict, strict: bool = True) -> None:
