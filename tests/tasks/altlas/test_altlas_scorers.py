@@ -156,3 +156,36 @@ def test_scripted_solutions_score_one(indent_mode: str) -> None:
         assert result.status == "success", (code, result)
         assert score_exact(code, result, task) == 1.0, (task.name, code, result.stdout)
         assert score_shaped(code, result, task) == 1.0, (task.name, code, result.stdout)
+
+
+def _semantic_task(language: str, structures: list[str] | None = None):  # noqa: ANN202
+    """A task whose description words never occur in the test programs."""
+    criteria = {"expected_output": "1"}
+    if structures is not None:
+        criteria["required_structures"] = structures  # type: ignore[assignment]
+    return task_from_dict({"name": "s", "description": "zzz qqq", "target_language": language,
+                           "success_criteria": criteria})  # fmt: skip
+
+
+def test_semantic_tree_part_is_python_only() -> None:
+    """§5.5: def/if/for/while score only when the task's target language is Python."""
+    code = "def f ( ) :\n    for x in y :\n        if x :\n            while x :\n" \
+           "                pass"
+    assert shaped_breakdown(code, res("success", "1"), _semantic_task("python")).semantic == \
+        pytest.approx(0.1)  # function + control flow, 0.05 each
+    for structures in (None, ["function", "control_flow"]):
+        b = shaped_breakdown(code, res("success", "1"), _semantic_task("javascript", structures))
+        assert b.semantic == 0.0 and b.syntax == 0.1
+
+
+@pytest.mark.parametrize("code", [
+    "async def f ( ) :\n    pass",
+    "async def f ( ) :\n    async for x in y :\n        pass",
+    "with a :\n    try :\n        pass\n    except E :\n        pass",
+    "x = [ i for i in y if i ]",  # a comprehension is not a For/If statement
+])  # fmt: skip
+def test_semantic_counts_only_def_class_if_for_while(code: str) -> None:
+    """Async forms (AsyncFunctionDef, AsyncFor) and other nodes earn nothing."""
+    for structures in (None, ["function", "class", "control_flow"]):
+        b = shaped_breakdown(code, res("success", "1"), _semantic_task("python", structures))
+        assert b.syntax == 0.25 and b.semantic == 0.0, structures

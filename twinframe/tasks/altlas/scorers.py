@@ -11,8 +11,11 @@ Choices made where the spec is silent:
 * ``shaped``: ``SequenceMatcher(None, a, b)`` takes the actual text first, the expected/pattern
   text second (the table's order; the spec's test vectors hold with it).
 * ``shaped``/syntax: a task whose language is not Python gets 0.1 without parsing.
-* ``shaped``/semantic ``required_structures``: names ``function``, ``class``, ``control_flow``
-  (If/For/While/AsyncFor); other names never count.
+* ``shaped``/semantic: the syntax-tree part applies only to Python tasks whose code parses, and
+  counts only ``ast.FunctionDef``, ``ast.ClassDef`` and ``ast.If``/``ast.For``/``ast.While``
+  (never the async forms ``AsyncFunctionDef``/``AsyncFor``, nor any other node).
+  ``required_structures`` names ``function``, ``class``, ``control_flow``; other names never
+  count.
 * ``shaped``/output: the actual and expected text are stripped and, when not case-sensitive,
   lower-cased before comparison (ours; RH ignored the flag).
 * ``ast.parse`` failures of any kind (SyntaxError, ValueError for NUL bytes, RecursionError,
@@ -247,12 +250,18 @@ def _description_words(description: str) -> list[str]:
     return [w for w in _WORD.findall(description) if len(w) > 2 and w.lower() not in _STOPWORDS]
 
 
-def _has_control_flow(tree: ast.AST) -> bool:
-    return any(isinstance(n, ast.If | ast.For | ast.While | ast.AsyncFor) for n in ast.walk(tree))
+# The syntax-tree structures of the semantic component (§5.5); async forms deliberately absent.
+_STRUCTURES: dict[str, tuple[type[ast.AST], ...]] = {
+    "function": (ast.FunctionDef,),
+    "class": (ast.ClassDef,),
+    "control_flow": (ast.If, ast.For, ast.While),
+}
 
 
-def _has_node(tree: ast.AST, kinds: tuple[type, ...]) -> bool:
-    return any(isinstance(n, kinds) for n in ast.walk(tree))
+def _structures_found(tree: ast.AST) -> dict[str, bool]:
+    """{structure name: whether the tree holds one of its node types}."""
+    nodes = list(ast.walk(tree))
+    return {name: any(isinstance(n, kinds) for n in nodes) for name, kinds in _STRUCTURES.items()}
 
 
 def _semantic_score(code: str, tree: ast.AST | None, task: Task) -> float:
@@ -263,15 +272,12 @@ def _semantic_score(code: str, tree: ast.AST | None, task: Task) -> float:
         score += 0.2
     if sc.class_name and f"class {sc.class_name}" in code:
         score += 0.2
-    if tree is not None:
-        has_func = _has_node(tree, (ast.FunctionDef, ast.AsyncFunctionDef))
-        has_class = _has_node(tree, (ast.ClassDef,))
-        has_flow = _has_control_flow(tree)
+    if task.is_python and tree is not None:  # the syntax-tree part (§5.5)
+        found = _structures_found(tree)
         if sc.required_structures is not None:
-            found = {"function": has_func, "class": has_class, "control_flow": has_flow}
             score += 0.1 * sum(1 for name in sc.required_structures if found.get(name, False))
         else:
-            score += 0.05 * (int(has_func) + int(has_class) + int(has_flow))
+            score += 0.05 * sum(found.values())
     return min(score, 0.5)
 
 
@@ -286,7 +292,7 @@ def _weights(fb_class: str) -> tuple[float, ...]:
 def shaped_breakdown(code: str, result: ExecutionLike, task: Task) -> ShapedBreakdown:
     """All shaped components and the final score."""
     fb = feedback_class(result)
-    tree = _parse(code)
+    tree = _parse(code) if task.is_python else None  # no syntax tree for other languages
     comps = (
         _syntax_score(tree, task),
         EXECUTION_SCORES[fb],
