@@ -5,9 +5,9 @@ params (kernels `[in, out]`, gate blocks in torch order i,f,g,o / r,z,n along th
      "rnn": {"layer_k": {"w_ih": [in, G*H], "w_hh": [H, G*H], "b_ih": [G*H], "b_hh": [G*H]}},
      "fc": {"kernel": [H, V], "bias": [V]}}
 The RNN state is `RNNState(h, c)` in torch order (h first), each [L, B, H]; GRU has c = None.
-Generation is one `lax.scan` over T with injected Gumbel noise; the REINFORCE update (loss,
-grads, torch-style clipping, Adam as an optax transform) is one jitted function with a `lax.cond`
-skip.
+Generation is one `lax.scan` over T with injected Gumbel noise; the REINFORCE update is
+`make_train_step(cfg, make_optimizer(run))`: one jitted, donating function (loss, grads, then
+the optax chain torch-style clipping -> Adam) with a `lax.cond` skip.
 
 Choices where the spec is silent (ours):
 - Sequence mode runs layer by layer: the input projection x @ w_ih of a layer is one matmul over
@@ -18,12 +18,12 @@ Choices where the spec is silent (ours):
   CPU kernel form).
 - Step mode (generation) uses the same cell functions with T = 1.
 - The global gradient norm is computed as torch does: the 2-norm of the per-tensor 2-norms, taken
-  in state-dict order.
+  in state-dict order (`optim.clip_by_global_norm_torch` with `torch_leaves`).
 - `init_params` draws the spec's distributions from a JAX key (values differ from the NumPy
   canonical init; parity always starts from converted torch weights).
-- The optimizer defaults to `torch_adam`: torch's Adam operation order, accurate float32 bias
+- The Adam defaults to `optim.torch_adam`: torch's Adam operation order, accurate float32 bias
   corrections, and exactly `optax.adam`'s state pytree (so conversion and checkpoints are the
-  same). The spec's `optax.adam(eps_root=0)` remains available (`make_optimizer(cfg, "optax")`):
+  same). The spec's `optax.adam(eps_root=0)` remains available (`make_optimizer(run, "optax")`):
   its float32 1 - b2^t is ~2e-5 off at small t, which made a B=1, 300-step lockstep run drift
   to rel-L2 3.8e-4 here, against 2.4e-5 with `torch_adam`.
 """
@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from twinframe.functional.optim import clip_by_global_norm_torch, torch_adam, torch_global_norm
 from twinframe.models.altlas import (
     CLIP_EPS,
     ENTROPY_EPS,
@@ -48,7 +49,9 @@ from twinframe.models.altlas import (
     SOS_ID,
     SPECIAL_IDS,
     AltLASConfig,
+    AltLASRun,
     grammar_boost_table,
+    layer_name,
     torch_shapes,
     uses_grammar,
     xavier_bound,
@@ -66,14 +69,10 @@ class RNNState(NamedTuple):
     c: jax.Array | None
 
 
-def layer_name(k: int) -> str:
-    return f"layer_{k}"
-
-
-def leaf_order(cfg: AltLASConfig) -> list[tuple[str, ...]]:
+def leaf_order(num_layers: int) -> list[tuple[str, ...]]:
     """Param paths in torch state-dict order (used for the torch-style global norm)."""
     paths: list[tuple[str, ...]] = [("embedding", "embedding")]
-    for k in range(cfg.num_layers):
+    for k in range(num_layers):
         paths += [("rnn", layer_name(k), n) for n in ("w_ih", "w_hh", "b_ih", "b_hh")]
     return paths + [("fc", "kernel"), ("fc", "bias")]
 
@@ -406,68 +405,68 @@ def _get(tree: Params, path: tuple[str, ...]) -> jax.Array:
     return tree
 
 
-def global_norm_torch(grads: Params, cfg: AltLASConfig) -> jax.Array:
+def torch_leaves(tree: Params) -> list[jax.Array]:
+    """A params-shaped tree -> its leaves in torch state-dict order (`leaf_order`)."""
+    return [_get(tree, p) for p in leaf_order(len(tree["rnn"]))]
+
+
+def global_norm_torch(grads: Params) -> jax.Array:
     """torch's total norm: ||[||g_0||, ||g_1||, ...]||_2 over tensors in state-dict order."""
-    norms = [jnp.linalg.norm(jnp.ravel(_get(grads, p))) for p in leaf_order(cfg)]
-    return jnp.linalg.norm(jnp.stack(norms))
+    return torch_global_norm(torch_leaves(grads))
 
 
-def clip_grads(grads: Params, cfg: AltLASConfig) -> tuple[Params, jax.Array]:
-    """torch `clip_grad_norm_`: g *= min(1, c/(n + 1e-6)), always applied when c > 0 (§4.2).
-    Returns (clipped grads, pre-clip norm n)."""
-    n = global_norm_torch(grads, cfg)
-    if cfg.grad_clip_norm <= 0:
-        return grads, n
-    coef = jnp.minimum(jnp.float32(cfg.grad_clip_norm) / (n + CLIP_EPS), 1.0)
-    return jax.tree_util.tree_map(lambda g: g * coef, grads), n
+def make_clip(max_norm: float) -> optax.GradientTransformation:
+    """torch `clip_grad_norm_(model.parameters(), max_norm)` as an optax transform (§4.2)."""
+    return clip_by_global_norm_torch(max_norm, torch_leaves, CLIP_EPS)
 
 
-def torch_adam(lr: float, b1: float, b2: float, eps: float) -> optax.GradientTransformation:
-    """Adam in torch's operation order (foreach, non-capturable) with `optax.adam`'s state:
-    (ScaleByAdamState(count int32, mu, nu), EmptyState()).
-
-    m <- m + (1-b1)(g - m);  v <- v*b2 + (1-b2)*g*g;  bc_i = 1 - b_i^t;
-    update = -(lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps).
-    torch evaluates bc_i in float64 on the host; here bc_i = -expm1(t*log(b_i)) in float32
-    (~1 ulp), where `optax.adam`'s float32 1 - b2^t loses ~2e-5 relative to cancellation at small
-    t. Remaining differences are torch's FMA use in its CPU kernels (~1 ulp of a parameter)."""
-    w1, wb2, w2 = jnp.float32(1 - b1), jnp.float32(b2), jnp.float32(1 - b2)
-    log_b1, log_b2 = jnp.float32(math.log(b1)), jnp.float32(math.log(b2))
-
-    def init_fn(params: optax.Params) -> optax.OptState:
-        def zeros():  # distinct trees for mu and nu (no shared buffers under donation)
-            return jax.tree_util.tree_map(lambda p: jnp.zeros_like(p, dtype=F32), params)
-
-        return (optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=zeros(), nu=zeros()),
-                optax.EmptyState())
-
-    def update_fn(grads, state, params=None):
-        del params
-        adam, empty = state
-        count = optax.safe_int32_increment(adam.count)
-        mu = jax.tree_util.tree_map(lambda m, g: m + w1 * (g - m), adam.mu, grads)
-        nu = jax.tree_util.tree_map(lambda v, g: v * wb2 + w2 * g * g, adam.nu, grads)
-        t = count.astype(F32)
-        step = -(jnp.float32(lr) / -jnp.expm1(t * log_b1))
-        bc2_sqrt = jnp.sqrt(-jnp.expm1(t * log_b2))
-        updates = jax.tree_util.tree_map(
-            lambda m, v: step * (m / (jnp.sqrt(v) / bc2_sqrt + jnp.float32(eps))), mu, nu)
-        return updates, (optax.ScaleByAdamState(count=count, mu=mu, nu=nu), empty)
-
-    return optax.GradientTransformation(init_fn, update_fn)
+def clip_grads(grads: Params, max_norm: float) -> tuple[Params, jax.Array]:
+    """`make_clip(max_norm)` applied once: (clipped grads, pre-clip norm n) (§4.2)."""
+    clipped, _ = make_clip(max_norm).update(grads, optax.EmptyState())
+    return clipped, global_norm_torch(grads)
 
 
 ADAM_FLAVOURS = ("torch", "optax")
 
 
-def make_optimizer(cfg: AltLASConfig, flavour: str = "torch") -> optax.GradientTransformation:
-    """The JAX Adam of §4.2 (lr, b1, b2, eps from cfg; no weight decay): `torch_adam` (default)
-    or `optax.adam(..., eps_root=0)`; both have the state (ScaleByAdamState, EmptyState)."""
+def make_optimizer(run: AltLASRun, flavour: str = "torch") -> optax.GradientTransformation:
+    """The JAX clip + Adam of §4.2 (grad_clip_norm, lr, b1, b2, eps from the run config; no
+    weight decay): chain(`make_clip`, `torch_adam` (default) or `optax.adam(..., eps_root=0)`).
+
+    State (both flavours; read it with `adam_state`, build it with `opt_state_from_adam`):
+        (EmptyState(),                                   # clip
+         (ScaleByAdamState(count int32 [], mu, nu),      # mu, nu: f32 trees shaped like params
+          EmptyState()))                                 # learning-rate scale
+    """
     if flavour == "optax":
-        return optax.adam(cfg.lr, b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps, eps_root=0.0)
-    if flavour != "torch":
+        adam = optax.adam(run.lr, b1=run.beta1, b2=run.beta2, eps=run.eps, eps_root=0.0)
+    elif flavour == "torch":
+        adam = torch_adam(run.lr, run.beta1, run.beta2, run.eps)
+    else:
         raise ValueError(f"Adam flavour must be one of {ADAM_FLAVOURS}, got {flavour!r}")
-    return torch_adam(cfg.lr, cfg.beta1, cfg.beta2, cfg.eps)
+    return optax.chain(make_clip(run.grad_clip_norm), adam)
+
+
+def adam_state(opt_state: optax.OptState) -> optax.ScaleByAdamState:
+    """The Adam moments (count, mu, nu) of a `make_optimizer` state."""
+    return opt_state[1][0]
+
+
+def opt_state_from_adam(adam: optax.ScaleByAdamState) -> optax.OptState:
+    """A `make_optimizer` state holding the given Adam moments."""
+    return (optax.EmptyState(), (adam, optax.EmptyState()))
+
+
+class LearnBatch(NamedTuple):
+    """One update's data: tokens int32 [B, T]; valid bool [B, T]; advantages, weights f32 [B];
+    beta f32 scalar; dropout_mask f32 [B, T, H] (0 or 1/(1-p)) or None (no dropout)."""
+
+    tokens: jax.Array
+    valid: jax.Array
+    advantages: jax.Array
+    weights: jax.Array
+    beta: jax.Array
+    dropout_mask: jax.Array | None = None
 
 
 class LearnOut(NamedTuple):
@@ -483,31 +482,37 @@ class LearnOut(NamedTuple):
 def train_step(
     params: Params,
     opt_state: optax.OptState,
-    tokens: jax.Array,
-    valid: jax.Array,
-    advantages: jax.Array,
-    weights: jax.Array,
-    beta: jax.Array,
+    batch: LearnBatch,
     cfg: AltLASConfig,
-    dropout_mask: jax.Array | None = None,
+    tx: optax.GradientTransformation,
 ) -> tuple[Params, optax.OptState, LearnOut]:
-    """Loss, grads, clip, Adam; when B_eff = 0 nothing changes (`lax.cond`). Pure; jit it."""
-    opt = make_optimizer(cfg)
+    """Loss, grads, `tx` (clip + Adam from `make_optimizer`); grad_norm is the pre-clip torch
+    norm. When B_eff = sum(weights) = 0 nothing changes (`lax.cond`). Pure; jit it."""
 
     def update(operands):
         p, s = operands
-        loss, aux, grads = loss_and_grads(p, tokens, valid, advantages, weights, beta, cfg,
-                                          dropout_mask)
-        grads, n = clip_grads(grads, cfg)
-        updates, s = opt.update(grads, s, p)
-        out = LearnOut(loss, aux.policy_term, aux.entropy_term, n, jnp.bool_(False))
+        loss, aux, grads = loss_and_grads(p, batch.tokens, batch.valid, batch.advantages,
+                                          batch.weights, batch.beta, cfg, batch.dropout_mask)
+        updates, s = tx.update(grads, s, p)
+        out = LearnOut(loss, aux.policy_term, aux.entropy_term, global_norm_torch(grads),
+                       jnp.bool_(False))
         return optax.apply_updates(p, updates), s, out
 
     def skip(operands):
         z = jnp.float32(0.0)
         return operands[0], operands[1], LearnOut(z, z, z, z, jnp.bool_(True))
 
-    return jax.lax.cond(jnp.sum(weights) > 0, update, skip, (params, opt_state))
+    return jax.lax.cond(jnp.sum(batch.weights) > 0, update, skip, (params, opt_state))
+
+
+def make_train_step(cfg: AltLASConfig, tx: optax.GradientTransformation) -> Callable:
+    """jit(update) with cfg and tx bound, params and opt_state donated (do not reuse them):
+    step(params, opt_state, batch: LearnBatch) -> (params, opt_state, LearnOut)."""
+
+    def update(params: Params, opt_state: optax.OptState, batch: LearnBatch):
+        return train_step(params, opt_state, batch, cfg, tx)
+
+    return jax.jit(update, donate_argnums=(0, 1))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -515,13 +520,12 @@ def train_step(
 
 
 class Jitted(NamedTuple):
-    """jit-compiled entry points with `cfg` bound."""
+    """jit-compiled entry points with `cfg` bound (the update: `make_train_step`)."""
 
     forward: Callable
     step: Callable
     generate: Callable
     loss_and_grads: Callable
-    train_step: Callable
 
 
 @functools.lru_cache(maxsize=32)
@@ -533,8 +537,6 @@ def jitted(cfg: AltLASConfig) -> Jitted:
         generate=jax.jit(lambda p, g, G=None: generate(p, g, cfg, G)),
         loss_and_grads=jax.jit(
             lambda p, tok, v, a, w, b, m=None: loss_and_grads(p, tok, v, a, w, b, cfg, m)),
-        train_step=jax.jit(
-            lambda p, s, tok, v, a, w, b, m=None: train_step(p, s, tok, v, a, w, b, cfg, m)),
     )
 
 
