@@ -12,7 +12,9 @@ from twinframe.models import altlas as m_alt
 from twinframe.models.altlas import EOS_ID, PAD_ID, PRESETS
 from twinframe.torch_ref import altlas as t_alt
 
-TINY = PRESETS["tiny"]
+CFG = {name: model for name, (model, _) in PRESETS.items()}  # model configs of the presets
+
+TINY, TINY_RUN = PRESETS["tiny"]
 GOLDEN_TOKENS = [4, 46, 33, 13, 31, 47, 2]
 
 
@@ -27,7 +29,7 @@ class ReferenceRNN(nn.Module):
 
 
 def test_state_dict_keys_and_shapes_r1():
-    model = t_alt.AltLAS_RNN(PRESETS["r1"])
+    model = t_alt.AltLAS_RNN(CFG["r1"])
     assert [(k, tuple(v.shape)) for k, v in model.state_dict().items()] == [
         ("embedding.weight", (63, 64)),
         ("lstm.weight_ih_l0", (512, 64)),
@@ -57,7 +59,7 @@ def test_strict_load_reference_layout(L):
 
 
 def test_gru_keys():
-    model = t_alt.AltLAS_RNN(PRESETS["tiny_gru"].replace(num_layers=2))
+    model = t_alt.AltLAS_RNN(CFG["tiny_gru"].replace(num_layers=2))
     assert list(model.state_dict())[1:9] == [
         f"gru.{n}_l{k}" for k in (0, 1)
         for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
@@ -68,7 +70,7 @@ def test_gru_keys():
     ("tiny", 9487, 7887), ("small", 31199, 24927), ("r1", 111487, 86655),
     ("bench", 13728575, 10316607)])
 def test_param_counts(preset, lstm, gru):
-    cfg = PRESETS[preset]
+    cfg = CFG[preset]
     assert m_alt.param_count(cfg) == lstm
     assert m_alt.param_count(cfg.replace(cell="gru")) == gru
     if preset in ("tiny", "small"):
@@ -76,8 +78,8 @@ def test_param_counts(preset, lstm, gru):
 
 
 def test_param_counts_rh_and_xl():
-    assert m_alt.param_count(PRESETS["rh"]) == 534485
-    assert m_alt.param_count(PRESETS["bench-xl"]) == 54720063
+    assert m_alt.param_count(CFG["rh"]) == 534485
+    assert m_alt.param_count(CFG["bench-xl"]) == 54720063
 
 
 def test_construction_uses_no_global_rng():
@@ -87,7 +89,7 @@ def test_construction_uses_no_global_rng():
 
 
 def test_xavier_bounds_r1():
-    shapes = m_alt.torch_shapes(PRESETS["r1"].replace(num_layers=2))
+    shapes = m_alt.torch_shapes(CFG["r1"].replace(num_layers=2))
     for key, bound in (("embedding.weight", 0.2174), ("lstm.weight_ih_l0", 0.1021),
                        ("lstm.weight_ih_l1", 0.0968), ("fc.weight", 0.1772)):
         assert abs(m_alt.xavier_bound(shapes[key]) - bound) < 5e-5
@@ -116,19 +118,19 @@ def test_canonical_init_altlas():
 
 
 def test_canonical_init_torch_default_and_gru():
-    cfg = PRESETS["r0"]
+    cfg = CFG["r0"]
     s = m_alt.canonical_init(cfg)
     assert not np.any(s["embedding.weight"][PAD_ID])
     b = 1 / np.sqrt(cfg.hidden_dim)
     for k, v in s.items():
         if k != "embedding.weight":
             assert np.abs(v).max() <= b
-    g = m_alt.canonical_init(PRESETS["tiny_gru"])
+    g = m_alt.canonical_init(CFG["tiny_gru"])
     assert not np.any(g["gru.bias_ih_l0"]) and not np.any(g["gru.bias_hh_l0"])
 
 
 def _golden_loss(cell: str):
-    cfg = PRESETS["golden"].replace(cell=cell)
+    cfg = CFG["golden"].replace(cell=cell)
     model = t_alt.AltLAS_RNN(cfg, m_alt.golden_state(cfg))
     tok = torch.tensor([GOLDEN_TOKENS])
     out = t_alt.reinforce_loss(model, tok, torch.ones(1, 7, dtype=torch.bool),
@@ -181,14 +183,18 @@ def test_generate_semantics():
 def test_learn_step_skips_empty_batch_and_clips():
     cfg = TINY
     model = t_alt.AltLAS_RNN(cfg)
-    opt = t_alt.make_optimizer(model, cfg)
+    opt = t_alt.make_optimizer(model, TINY_RUN)
+    clip = TINY_RUN.grad_clip_norm
+    assert clip == 1.0
     tok = torch.randint(0, 63, (2, cfg.max_gen_len), dtype=torch.int32)
     valid = torch.ones(2, cfg.max_gen_len, dtype=torch.bool)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    out = t_alt.learn_step(model, opt, tok, valid, torch.ones(2), torch.zeros(2), 0.01)
+    out = t_alt.learn_step(model, opt, tok, valid, torch.ones(2), torch.zeros(2), 0.01,
+                           grad_clip_norm=clip)
     assert out.skipped and opt.state_dict()["state"] == {}
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    out = t_alt.learn_step(model, opt, tok, valid, torch.full((2,), 5.0), torch.ones(2), 0.01)
+    out = t_alt.learn_step(model, opt, tok, valid, torch.full((2,), 5.0), torch.ones(2), 0.01,
+                           grad_clip_norm=clip)
     assert not out.skipped and out.grad_norm > 1.0
     total = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
     assert abs(total.item() - 1.0 / (out.grad_norm + 1e-6) * out.grad_norm) < 1e-5
@@ -198,3 +204,24 @@ def test_torch_gumbel_normal_mode():
     gen = torch.Generator().manual_seed(1)
     g = t_alt.torch_gumbel(gen, 2, 3, 63)
     assert g.shape == (2, 3, 63) and torch.isfinite(g).all()
+
+
+def test_dropout_only_through_an_explicit_mask():
+    """p > 0: no nn.Dropout, no global RNG; the mask multiplies the last RNN layer's output
+    before fc (like functional.altlas.forward); no mask = no dropout, in train mode too."""
+    cfg = TINY.replace(dropout=0.5, num_layers=2)
+    model = t_alt.AltLAS_RNN(cfg).train()
+    assert model.rnn.dropout == 0.0  # no torch inter-layer dropout (spec §2.1)
+    assert not any(isinstance(m, nn.Dropout) for m in model.modules())
+    x = torch.randint(0, 63, (2, 5))
+    before = torch.get_rng_state()
+    with torch.no_grad():
+        plain, _ = model(x)
+        eval_out, _ = model.eval()(x)
+        torch.testing.assert_close(plain, eval_out, atol=0, rtol=0)
+        keep = torch.tensor([0.0, 2.0]).repeat(2, 5, cfg.hidden_dim // 2)  # 0 or 1/(1-p)
+        masked, _ = model.train()(x, None, keep)
+        y, _ = model.rnn(model.embedding(x))
+        torch.testing.assert_close(masked, model.fc(y * keep), atol=0, rtol=0)
+    assert torch.equal(before, torch.get_rng_state())
+    assert not torch.allclose(masked, plain)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from twinframe.functional import layers as fl
-from twinframe.models.hrm import TINY
-from twinframe.parity.hrm import Twins, _act_step_both
+from twinframe.models.hrm import PRESETS, TINY
+from twinframe.parity.hrm import _act_step_both, _twins
 from twinframe.torch_ref import layers as tl
 
 
@@ -75,8 +75,8 @@ def test_bce_gradient_at_zero_logit(t):
 
 def test_golden_q_loss_and_step1_numbers():
     """Spec §6.2: L_q = 0.02344748 at init, q_halt_acc = 1, cell acc ~0.55 at stage 0."""
-    tw = Twins.build(TINY)
-    out_t, (_, out_j, _) = _act_step_both(TINY, tw)
+    tw = _twins(TINY)
+    out_t, (_, out_j, _) = _act_step_both(TINY, PRESETS["tiny"][1], tw)
     golden = 0.5 * (math.log1p(math.exp(-5)) + 5 / (1 + math.exp(5)) + math.log1p(math.exp(-5)))
     assert golden == pytest.approx(0.02344748, abs=5e-9)
     for m in (out_t.metrics, out_j.metrics):

@@ -6,8 +6,12 @@ update (§4.2, torch's own `clip_grad_norm_` and `Adam`).
 Choices where the spec is silent (ours):
 - Submodules are built on the meta device and materialised empty, then filled from the canonical
   NumPy init (or a given state): constructing a model never touches torch's global RNG.
-- Dropout (p > 0, learning pass only): an injected keep-mask [B, T, H] (values 0 or 1/(1-p)) wins;
-  without one, `F.dropout` in train mode.
+- Dropout (§2.1: on the RNN output before `fc`; stacked layers have no inter-layer dropout):
+  only through an explicit keep-mask [B, T, H] (values 0 or 1/(1-p), drawn by the caller)
+  multiplied into the last layer's output, exactly as `functional.altlas.forward`'s
+  `dropout_mask`. Without a mask there is no dropout, in train and eval mode alike: the model
+  holds no `nn.Dropout` and never draws from torch's global RNG. The LSTM/GRU is built with its
+  own `dropout=0` (torch's inter-layer dropout would apply between stacked layers only).
 - `generate` also returns the top-2 gap of z + g per step (`top2_gap`) so parity can excuse a
   token mismatch at a near tie (§8).
 - `learn_step` skips (no backward, no optimizer step) when B_eff = 0 and reports `skipped`.
@@ -20,7 +24,6 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from twinframe.models.altlas import (
@@ -30,6 +33,7 @@ from twinframe.models.altlas import (
     SOS_ID,
     SPECIAL_IDS,
     AltLASConfig,
+    AltLASRun,
     canonical_init,
     grammar_boost_table,
     uses_grammar,
@@ -40,7 +44,8 @@ State = torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None
 
 
 class AltLAS_RNN(nn.Module):  # noqa: N801 - the reference class name
-    """Embedding -> LSTM/GRU (L layers, batch_first) -> dropout -> Linear (Variant A, §2.1)."""
+    """Embedding -> LSTM/GRU (L layers, batch_first) -> * dropout mask (if given) -> Linear
+    (Variant A, §2.1)."""
 
     def __init__(self, cfg: AltLASConfig, state: dict[str, np.ndarray] | None = None) -> None:
         super().__init__()
@@ -49,7 +54,7 @@ class AltLAS_RNN(nn.Module):  # noqa: N801 - the reference class name
         meta = torch.device("meta")
         self.embedding = nn.Embedding(V, E, padding_idx=PAD_ID, device=meta)
         rnn_cls = nn.LSTM if cfg.cell == "lstm" else nn.GRU
-        setattr(self, cfg.cell, rnn_cls(E, H, L, batch_first=True, device=meta))
+        setattr(self, cfg.cell, rnn_cls(E, H, L, batch_first=True, dropout=0.0, device=meta))
         self.fc = nn.Linear(H, V, device=meta)
         self.to_empty(device="cpu")
         load_numpy_state(self, canonical_init(cfg) if state is None else state)
@@ -61,14 +66,13 @@ class AltLAS_RNN(nn.Module):  # noqa: N801 - the reference class name
     def forward(
         self, x: torch.Tensor, state: State = None, dropout_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, State]:
-        """Sequence mode. x: int [B, T]; state: LSTM (h, c) / GRU h, each [L, B, H] (zeros if None)
-        -> logits [B, T, V] f32, final state."""
+        """Sequence mode. x: int [B, T]; state: LSTM (h, c) / GRU h, each [L, B, H] (zeros if None);
+        dropout_mask: f32 [B, T, H] keep-mask (0 or 1/(1-p)) multiplied into the RNN output, or
+        None for no dropout -> logits [B, T, V] f32, final state."""
         e = self.embedding(x.long())
         y, state = self.rnn(e, state)
         if dropout_mask is not None:
             y = y * dropout_mask
-        elif self.training and self.cfg.dropout > 0:
-            y = F.dropout(y, self.cfg.dropout, training=True)
         return self.fc(y), state
 
     def step(self, tok: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
@@ -217,7 +221,8 @@ def reinforce_loss(
 ) -> LossOut:
     """L = (1/B_eff) sum_b w_b [-A_b sum_t m logp - beta sum_t m H] (§4.1), train-mode pass.
 
-    tokens: int [B, T]; valid: bool [B, T]; advantages, weights: f32 [B]; beta: f32 scalar.
+    tokens: int [B, T]; valid: bool [B, T]; advantages, weights: f32 [B]; beta: f32 scalar;
+    dropout_mask: f32 [B, T, H] keep-mask (0 or 1/(1-p)) or None (no dropout).
     """
     cfg = model.cfg
     logits, _ = model(teacher_inputs(tokens), None, dropout_mask)
@@ -241,10 +246,10 @@ def reinforce_loss(
     return LossOut(loss, pol_term, ent_term, logits, logp, ent, m)
 
 
-def make_optimizer(model: nn.Module, cfg: AltLASConfig) -> torch.optim.Adam:
-    """torch Adam with the config's lr, betas, eps; no weight decay, no amsgrad (§4.2)."""
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                            eps=cfg.eps)
+def make_optimizer(model: nn.Module, run: AltLASRun) -> torch.optim.Adam:
+    """torch Adam with the run config's lr, betas, eps; no weight decay, no amsgrad (§4.2)."""
+    return torch.optim.Adam(model.parameters(), lr=run.lr, betas=(run.beta1, run.beta2),
+                            eps=run.eps)
 
 
 def clip_grads(model: nn.Module, max_norm: float) -> torch.Tensor:
@@ -275,15 +280,18 @@ def learn_step(
     weights: torch.Tensor,
     beta: float | torch.Tensor,
     dropout_mask: torch.Tensor | None = None,
+    *,
+    grad_clip_norm: float,
 ) -> LearnOut:
-    """One REINFORCE update: loss, backward, clip, Adam step. No-op when B_eff = 0."""
+    """One REINFORCE update: loss, backward, `clip_grads(model, grad_clip_norm)` (the run
+    config's), Adam step. No-op when B_eff = 0. Arguments as `reinforce_loss`."""
     if float(weights.sum()) == 0.0:
         return LearnOut(0.0, 0.0, 0.0, 0.0, True)
     model.train()
     optimizer.zero_grad(set_to_none=True)
     out = reinforce_loss(model, tokens, valid, advantages, weights, beta, dropout_mask)
     out.loss.backward()
-    n = clip_grads(model, model.cfg.grad_clip_norm)
+    n = clip_grads(model, grad_clip_norm)
     optimizer.step()
     return LearnOut(out.loss.item(), float(out.policy_term), float(out.entropy_term), float(n),
                     False)
