@@ -1,66 +1,83 @@
-"""name -> ModelSpec; the only place that knows every model."""
+"""name -> ModelSpec; the only place that knows every model. Adding a model = its own files plus
+one factory here (see docs/architecture.md, "Adding a model")."""
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Mapping
-from typing import Any
+import functools
+from collections.abc import Callable
 
+from twinframe.contract import Curve, ModelSpec, Preset, ProgressField
 from twinframe.errors import TwinframeError
-from twinframe.models.base import FrozenConfig
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """What the generic machinery (convert, check, report, train) needs of a model."""
-
-    name: str
-    config_cls: type[FrozenConfig]
-    presets: Mapping[str, FrozenConfig]
-    table: Callable[[Any], Any]
-    canonical_init: Callable[[Any], dict]
-    parity_levels: Callable[[Any], dict[str, Callable[[], list]]]
-    curve: Any = None  # lockstep-curve adapter (see parity.checks.run_curve), None if absent
-    trainer: Any = None  # trainer(cfg, framework) -> object with train_step/export/import_state
-    extra_curve_lrs: tuple[float, ...] = ()  # L5 curves also run at these learning rates
-
-    def config(self, preset_or_dict: str | dict) -> FrozenConfig:
-        if isinstance(preset_or_dict, dict):
-            return self.config_cls.from_dict(preset_or_dict)
-        try:
-            return self.presets[preset_or_dict]
-        except KeyError:
-            raise TwinframeError(
-                f"{self.name}: unknown config '{preset_or_dict}' (have {', '.join(self.presets)})"
-            ) from None
 
 
 def _hrm() -> ModelSpec:
+    from twinframe.functional import hrm as f_hrm
     from twinframe.models import hrm
-    from twinframe.parity import hrm as parity_hrm
-    from twinframe.training import hrm as training_hrm
+    from twinframe.parity import hrm as p_hrm
+    from twinframe.torch_ref import hrm as t_hrm
+    from twinframe.training import hrm as tr_hrm
 
-    return ModelSpec("hrm", hrm.HRMConfig, hrm.PRESETS, parity_hrm.table, hrm.canonical_init,
-                     parity_hrm.levels, curve=training_hrm.HRMLockstep,
-                     trainer=training_hrm.HRMTrainer, extra_curve_lrs=(1e-3,))
+    spec: ModelSpec = ModelSpec(
+        name="hrm", config_cls=hrm.HRMConfig, run_cls=hrm.HRMRun,
+        presets={k: Preset(m, r) for k, (m, r) in hrm.PRESETS.items()},
+        layout=hrm.layout, canonical_init=hrm.canonical_init, recognise=hrm.recognise,
+        check_trainable=hrm.check_trainable, make_torch=t_hrm.HRM,
+        torch_optimizer=t_hrm.make_optimizer, jax_optimizer=f_hrm.make_optimizer,
+        make_train_step=f_hrm.make_train_step, make_host=tr_hrm.HRMHost,
+        engines={"torch": lambda c, r, s=None: tr_hrm.HRMTorchEngine(spec, c, r, s),
+                 "jax": lambda c, r, s=None: tr_hrm.HRMJaxEngine(spec, c, r, s)},
+        parity_levels=p_hrm.levels,
+        curve=Curve(metrics=("loss", "output_loss", "q_act_loss", "cell_acc_with_givens"),
+                    mismatch_label="halted_mask_mismatches", accuracy="cell_acc_with_givens",
+                    extra_lrs=(1e-3,)),
+        progress=(ProgressField("loss", "loss", ".4f"),
+                  ProgressField("cell_acc_with_givens", "acc"),
+                  ProgressField("curriculum_stage", "stage", "d"),
+                  ProgressField("steps_per_s", "step/s", ".1f")),
+        infer=tr_hrm.infer, evaluate=tr_hrm.evaluate,
+    )
+    return spec
 
 
 def _altlas() -> ModelSpec:
+    from twinframe.functional import altlas as f_alt
     from twinframe.models import altlas
-    from twinframe.parity import altlas as parity_altlas
-    from twinframe.training import altlas as training_altlas
+    from twinframe.parity import altlas as p_alt
+    from twinframe.torch_ref import altlas as t_alt
+    from twinframe.training import altlas as tr_alt
 
-    return ModelSpec("altlas", altlas.AltLASConfig, altlas.PRESETS, parity_altlas.table,
-                     altlas.canonical_init, parity_altlas.levels,
-                     curve=training_altlas.AltLASLockstep, trainer=training_altlas.AltLASTrainer)
+    spec: ModelSpec = ModelSpec(
+        name="altlas", config_cls=altlas.AltLASConfig, run_cls=altlas.AltLASRun,
+        presets={k: Preset(m, r) for k, (m, r) in altlas.PRESETS.items()},
+        layout=altlas.layout, canonical_init=altlas.canonical_init, recognise=altlas.recognise,
+        check_trainable=altlas.check_trainable, make_torch=t_alt.AltLAS_RNN,
+        torch_optimizer=t_alt.make_optimizer, jax_optimizer=f_alt.make_optimizer,
+        make_train_step=f_alt.make_train_step, make_host=tr_alt.AltLASHost,
+        engines={"torch": lambda c, r, s=None: tr_alt.AltLASTorchEngine(spec, c, r, s),
+                 "jax": lambda c, r, s=None: tr_alt.AltLASJaxEngine(spec, c, r, s)},
+        parity_levels=p_alt.levels,
+        curve=Curve(metrics=("loss", "policy_term", "entropy_term", "grad_norm", "mean_logp",
+                             "mean_entropy", "mean_length"),
+                    mismatch_label="token_mismatch_episodes", accuracy="mean_reward"),
+        progress=(ProgressField("loss", "loss", ".4f"),
+                  ProgressField("mean_reward", "reward"),
+                  ProgressField("success_rate", "success", ".2f"),
+                  ProgressField("cumulative_successes", "total", "d"),
+                  ProgressField("episodes_per_s", "episodes/s", ".1f")),
+        evaluate=tr_alt.evaluate,
+    )
+    return spec
 
 
 _FACTORIES: dict[str, Callable[[], ModelSpec]] = {"hrm": _hrm, "altlas": _altlas}
 MODELS = tuple(_FACTORIES)
 
 
+@functools.cache
 def get(name: str) -> ModelSpec:
+    """The one ModelSpec of `name` (cached: per-spec compile caches are shared)."""
     try:
-        return _FACTORIES[name]()
+        factory = _FACTORIES[name]
     except KeyError:
         raise TwinframeError(f"unknown model '{name}' (have {', '.join(MODELS)})") from None
+    return factory()

@@ -8,9 +8,9 @@ import sys
 SCRIPT = """
 import json, jax
 from twinframe import registry
-from twinframe.training.hrm import HRMTrainer
-cfg = registry.get("hrm").config("tiny")
-tr = HRMTrainer(cfg, "jax")
+from twinframe.training.runner import Trainer
+spec = registry.get("hrm")
+tr = Trainer(spec, spec.config("tiny"), spec.run_config("tiny"), "jax")
 mesh = tr.engine.mesh
 losses = [tr.train_step()["loss"] for _ in range(3)]
 spec = None if mesh is None else str(tr.engine.z_H.sharding.spec)

@@ -27,13 +27,17 @@ def test_ffn_width_rounding():
         {"hidden_size": 30, "num_heads": 2},  # d = 15 is odd
         {"halt_max_steps": 1},
         {"halt_exploration_prob": 1.5},
-        {"seed": 2**32},
         {"ffn_rounding": "banker"},
     ],
 )
 def test_invalid_configs_raise(change):
     with pytest.raises(ConfigError):
         hrm.TINY.replace(**change)
+
+
+def test_invalid_run_config_raises():
+    with pytest.raises(ConfigError, match="seed"):
+        hrm.HRMRun(seed=2**32)
 
 
 def test_swift_rounding_with_zero_width_raises():
@@ -44,7 +48,7 @@ def test_swift_rounding_with_zero_width_raises():
 @pytest.mark.parametrize("change", [{"bias_correction": True}, {"noise_source": "native"}])
 def test_unimplemented_options_are_refused(change):
     with pytest.raises(ConfigError, match="not implemented"):
-        hrm.TINY.replace(**change)
+        hrm.check_trainable(hrm.TINY, hrm.HRMRun(**change))
 
 
 def test_unknown_field_rejected():

@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import optax
 import pytest
 import torch
 
@@ -15,13 +14,14 @@ from twinframe.errors import CheckpointError
 from twinframe.functional import altlas as f_alt
 from twinframe.models import altlas as m_alt
 from twinframe.models.altlas import PRESETS
+from twinframe.models.layout import convert_train_state
 from twinframe.parity import altlas as pa
 from twinframe.parity import altlas_io
 from twinframe.parity.compare import Record, score
 from twinframe.torch_ref import altlas as t_alt
 
-TINY = PRESETS["tiny"]
-TINY_GRU = PRESETS["tiny_gru"]
+TINY, RUN = PRESETS["tiny"]
+TINY_GRU = PRESETS["tiny_gru"][0]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -46,7 +46,7 @@ def _assert_pass(records: list[Record]) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_levels() -> dict:
-    return pa.levels(TINY)
+    return pa.levels(TINY, RUN)
 
 
 @pytest.mark.parametrize("level", ["P0", "P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9"])
@@ -57,12 +57,12 @@ def test_levels_tiny_lstm(tiny_levels, level):
 
 
 GRU_LEVELS = {  # batch sizes shared between levels so each JAX function compiles once
-    "P2": lambda: pa.level_p2(TINY_GRU),
-    "P3": lambda: pa.level_p3(TINY_GRU, batch=TINY_GRU.batch_size),
-    "P4": lambda: pa.level_p4(TINY_GRU),
-    "P5": lambda: pa.level_p5(TINY_GRU),
-    "P6": lambda: pa.level_p6(TINY_GRU),
-    "P9": lambda: pa.level_p9(TINY_GRU),
+    "P2": lambda: pa.level_p2(TINY_GRU, RUN),
+    "P3": lambda: pa.level_p3(TINY_GRU, RUN, batch=RUN.batch_size),
+    "P4": lambda: pa.level_p4(TINY_GRU, RUN),
+    "P5": lambda: pa.level_p5(TINY_GRU, RUN),
+    "P6": lambda: pa.level_p6(TINY_GRU, RUN),
+    "P9": lambda: pa.level_p9(TINY_GRU, RUN),
 }
 
 
@@ -73,7 +73,7 @@ def test_levels_tiny_gru(level):
 
 def test_two_layers_forward_and_grads():
     cfg = TINY.replace(num_layers=2)
-    _assert_pass(_scored(pa.level_p2(cfg) + pa.level_p4(cfg)))
+    _assert_pass(_scored(pa.level_p2(cfg, RUN) + pa.level_p4(cfg, RUN)))
 
 
 def test_sampling_modifiers_match():
@@ -82,9 +82,9 @@ def test_sampling_modifiers_match():
                        repetition_penalty=0.85, initial_grammar_boost=2.2,
                        grammar_boost_decay=0.985)
     G = (np.random.default_rng(7).random((63, 63)) < 0.2).astype(np.float32)
-    records = _scored(pa.level_p3(cfg, batch=64, grammar=G))
+    records = _scored(pa.level_p3(cfg, RUN, batch=64, grammar=G))
     _assert_pass(records)
-    tw = pa.Twins.build(cfg)
+    tw = pa._twins(cfg)
     r = t_alt.generate(tw.torch_model, torch.from_numpy(m_alt.gumbel_noise(0, 0, 64, 16, 63)), G)
     sampled = r.tokens.numpy()[r.valid.numpy()]
     assert not np.isin(sampled, m_alt.SPECIAL_IDS).any()
@@ -111,7 +111,7 @@ def test_golden_numbers_printed():
 
 
 def test_table_rows_exact():
-    tab = pa.table(PRESETS["rh"])
+    tab = m_alt.layout(PRESETS["rh"][0]).table
     assert [(r.torch_key, r.path, r.rule.value, r.shape) for r in tab.rows] == [
         ("embedding.weight", ("params", "embedding", "embedding"), "identity", (53, 96)),
         ("lstm.weight_ih_l0", ("params", "rnn", "layer_0", "w_ih"), "transpose", (768, 96)),
@@ -125,50 +125,63 @@ def test_table_rows_exact():
         ("fc.weight", ("params", "fc", "kernel"), "transpose", (53, 192)),
         ("fc.bias", ("params", "fc", "bias"), "identity", (53,)),
     ]
-    gru = pa.table(TINY_GRU)
+    gru = m_alt.layout(TINY_GRU).table
     assert gru.rows[1].torch_key == "gru.weight_ih_l0" and gru.rows[1].shape == (96, 16)
 
 
-def test_roundtrip_bit_exact_with_adam_state():
-    cfg = TINY
+def _trained(cfg, steps: int = 3):
     model = t_alt.AltLAS_RNN(cfg)
-    opt = t_alt.make_optimizer(model, cfg)
-    b = pa.random_batch(cfg, 4, cfg.max_gen_len, 9)
-    for _ in range(3):
+    opt = t_alt.make_optimizer(model, RUN)
+    b = pa.random_batch(cfg, 0, 4, cfg.max_gen_len, 9)
+    for _ in range(steps):
         t_alt.learn_step(model, opt, torch.from_numpy(b["tokens"]), torch.from_numpy(b["valid"]),
-                         torch.from_numpy(b["adv"]), torch.from_numpy(b["w"]), 0.01)
+                         torch.from_numpy(b["adv"]), torch.from_numpy(b["w"]), 0.01,
+                         grad_clip_norm=RUN.grad_clip_norm)
+    return model, opt, b
+
+
+def test_roundtrip_bit_exact_with_adam_state():
+    """torch Adam file -> generic train state -> JAX -> torch Adam file: bit-exact, and torch
+    continues exactly like the original optimizer."""
+    cfg = TINY
+    lay = m_alt.layout(cfg)
+    model, opt, b = _trained(cfg)
     state = {k: v.numpy() for k, v in model.state_dict().items()}
-    snap = pa.adam_snapshot_from_torch(opt.state_dict(), cfg)
-    assert snap.step == 3
-    params = pa.params_to_jax(state, cfg)
-    assert params["rnn"]["layer_0"]["w_ih"].shape == (16, 128)
-    opt_state = pa.adam_snapshot_to_optax(snap, cfg)
-    assert int(opt_state[0].count) == 3 and opt_state[0].count.dtype == np.int32
-    back = pa.params_to_torch(params, cfg)
+    ropt = altlas_io.optimizer_from_torch(opt.state_dict(), cfg, RUN)
+    assert ropt.step == 3
+    jax_state = convert_train_state({"framework": "torch", "model": state, "opt": ropt.opt},
+                                    lay, "jax")
+    assert jax_state["model"]["params"]["rnn"]["layer_0"]["w_ih"].shape == (16, 128)
+    assert int(jax_state["opt"]["count"]) == 3 and jax_state["opt"]["count"].dtype == np.int32
+    back_state = convert_train_state(jax_state, lay, "torch")
+    back = back_state["model"]
     for k in state:
         assert np.array_equal(state[k].view(np.uint32), back[k].view(np.uint32)), k
-    sd = pa.adam_snapshot_to_torch(pa.optax_to_adam_snapshot(opt_state, cfg), cfg)
+    sd = altlas_io.optimizer_to_torch(back_state["opt"], cfg, RUN)
     for i, entry in opt.state_dict()["state"].items():
         for slot in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.equal(entry[slot], sd["state"][i][slot]), (i, slot)
-    # torch accepts the exported dict and continues exactly like the original optimizer.
     model2 = t_alt.AltLAS_RNN(cfg, back)
-    opt2 = t_alt.make_optimizer(model2, cfg)
+    opt2 = t_alt.make_optimizer(model2, RUN)
     opt2.load_state_dict(sd)
     args = [torch.from_numpy(b[k]) for k in ("tokens", "valid", "adv", "w")]
-    t_alt.learn_step(model, opt, *args, 0.01)
-    t_alt.learn_step(model2, opt2, *args, 0.01)
+    t_alt.learn_step(model, opt, *args, 0.01, grad_clip_norm=RUN.grad_clip_norm)
+    t_alt.learn_step(model2, opt2, *args, 0.01, grad_clip_norm=RUN.grad_clip_norm)
     for (k, p), p2 in zip(model.state_dict().items(), model2.state_dict().values(), strict=True):
         assert torch.equal(p, p2), k
 
 
 def test_fresh_optimizer_exports_empty_state():
-    params = pa.params_to_jax(m_alt.canonical_init(TINY), TINY)
-    snap = pa.optax_to_adam_snapshot(f_alt.make_optimizer(TINY).init(params), TINY)
-    sd = pa.adam_snapshot_to_torch(snap, TINY)
+    from twinframe import registry
+    from twinframe.training.runner import make_engine
+
+    lay = m_alt.layout(TINY)
+    fresh = make_engine(registry.get("altlas"), TINY, RUN, "jax").export_state()
+    t_opt = convert_train_state({**fresh, "framework": "jax"}, lay, "torch")["opt"]
+    sd = altlas_io.optimizer_to_torch(t_opt, TINY, RUN)
     assert sd["state"] == {} and sd["param_groups"][0]["params"] == list(range(7))
-    back = pa.adam_snapshot_to_optax(pa.adam_snapshot_from_torch(sd, TINY), TINY)
-    assert int(back[0].count) == 0 and isinstance(back[1], optax.EmptyState)
+    back = altlas_io.optimizer_from_torch(sd, TINY, RUN)
+    assert back.step == 0 and all(not v.any() for v in back.opt["exp_avg"].values())
 
 
 def test_vocab_sizes_match_bundle():
@@ -180,17 +193,17 @@ def test_vocab_sizes_match_bundle():
 # ---------------------------------------------------------------------------------------------
 # Reference checkpoint files (§7)
 
-SMALL_R1 = PRESETS["r1"].replace(embed_dim=8, hidden_dim=16)
-SMALL_R0 = PRESETS["r0"].replace(embed_dim=8, hidden_dim=16)
+SMALL_R1 = PRESETS["r1"][0].replace(embed_dim=8, hidden_dim=16)
+SMALL_R0 = PRESETS["r0"][0].replace(embed_dim=8, hidden_dim=16)
 
 
 def _write_pair(d: Path, cfg, steps: int = 2) -> tuple[Path, Path, t_alt.AltLAS_RNN]:
     model = t_alt.AltLAS_RNN(cfg)
-    opt = t_alt.make_optimizer(model, cfg)
-    b = pa.random_batch(cfg, 2, 6, 3)
+    opt = t_alt.make_optimizer(model, RUN)
+    b = pa.random_batch(cfg, 0, 2, 6, 3)
     for _ in range(steps):
         t_alt.learn_step(model, opt, *(torch.from_numpy(b[k]) for k in ("tokens", "valid", "adv")),
-                         torch.ones(2), 0.01)
+                         torch.ones(2), 0.01, grad_clip_norm=RUN.grad_clip_norm)
     mp, op = d / "model_state.pth", d / "optimizer_state.pth"
     torch.save(model.state_dict(), mp)
     torch.save(opt.state_dict(), op)
@@ -216,7 +229,7 @@ def test_read_r0_checkpoint_by_vocab_size(tmp_path):
     assert ref.init_hint == "torch_default"
     assert not np.any(ref.state["embedding.weight"][0])
     # an optimizer file that never stepped (ef8b100): fresh state
-    opt = t_alt.make_optimizer(model, SMALL_R0)
+    opt = t_alt.make_optimizer(model, PRESETS["r0"][1])
     torch.save(opt.state_dict(), tmp_path / "o.pth")
     snap = altlas_io.read_reference_optimizer(tmp_path / "o.pth", ref.cfg)
     assert snap.step == 0
@@ -226,11 +239,12 @@ def test_write_reference_files_roundtrip(tmp_path):
     mp, op, _ = _write_pair(tmp_path, SMALL_R1)
     ref, snap = altlas_io.read_reference_pair(mp, op)
     altlas_io.write_reference_model(tmp_path / "w.pth", ref.state, ref.cfg)
-    altlas_io.write_reference_optimizer(tmp_path / "wo.pth", snap, ref.cfg)
+    altlas_io.write_reference_optimizer(tmp_path / "wo.pth", snap.opt, ref.cfg, RUN)
     ref2, snap2 = altlas_io.read_reference_pair(tmp_path / "w.pth", tmp_path / "wo.pth")
     assert all(np.array_equal(ref.state[k], ref2.state[k]) for k in ref.state)
     assert snap2.step == snap.step
-    assert all(np.array_equal(snap.exp_avg[k], snap2.exp_avg[k]) for k in snap.exp_avg)
+    assert all(np.array_equal(snap.opt["exp_avg"][k], snap2.opt["exp_avg"][k])
+               for k in snap.opt["exp_avg"])
 
 
 def _model_error(tmp_path: Path, state: dict, cfg=None) -> str:
@@ -309,7 +323,7 @@ def test_optimizer_file_errors(tmp_path, caplog):
 
 def test_injected_dropout_masks_match():
     """p > 0: the same keep-mask [B, T, H] (0 or 1/(1-p)) in both frameworks (§3.3)."""
-    cfg = PRESETS["golden"].replace(dropout=0.25)
+    cfg = PRESETS["golden"][0].replace(dropout=0.25)
     state = m_alt.golden_state(cfg)
     tok = np.array([[4, 46, 33, 13, 31, 47, 2]], np.int32)
     valid, adv, w = np.ones((1, 7), bool), np.float32([0.9]), np.float32([1.0])
@@ -320,11 +334,14 @@ def test_injected_dropout_masks_match():
                                torch.from_numpy(adv), torch.from_numpy(w), 0.01,
                                torch.from_numpy(mask))
     out.loss.backward()
+    lay = m_alt.layout(cfg)
     loss_j, _, grads_j = f_alt.jitted(cfg).loss_and_grads(
-        pa.params_to_jax(state, cfg), tok, valid, adv, w, np.float32(0.01), mask)
+        f_alt.to_jax(lay.params.torch_to_tree(state)), tok, valid, adv, w, np.float32(0.01),
+        mask)
     assert abs(out.loss.item() - float(loss_j)) < 1e-5
     assert abs(out.loss.item() - 27.639887) > 1e-3  # the mask changed the loss
-    gj = pa.params_to_torch(grads_j, cfg)
+    gj = lay.params.tree_to_torch({k: np.asarray(v) if not isinstance(v, dict) else v
+                                   for k, v in grads_j.items()})
     for k, p in model.named_parameters():
         np.testing.assert_allclose(gj[k], p.grad.numpy(), atol=1e-5, err_msg=k)
 
@@ -373,6 +390,9 @@ def test_published_reference_checkpoints(commit):
         assert not same_bias and not row0.any()
     # importable and convertible: torch Adam accepts the state, JAX gets the same numbers
     model = t_alt.AltLAS_RNN(ref.cfg, ref.state)
-    t_alt.make_optimizer(model, ref.cfg).load_state_dict(pa.adam_snapshot_to_torch(snap, ref.cfg))
-    back = pa.params_to_torch(pa.params_to_jax(ref.state, ref.cfg), ref.cfg)
+    run = PRESETS["r1" if V == 63 else "r0"][1]
+    t_alt.make_optimizer(model, run).load_state_dict(
+        altlas_io.optimizer_to_torch(snap.opt, ref.cfg, run))
+    lay = m_alt.layout(ref.cfg)
+    back = lay.table.tree_to_torch(lay.table.torch_to_tree(ref.state))
     assert all(np.array_equal(back[k], ref.state[k]) for k in back)

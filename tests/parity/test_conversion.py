@@ -8,10 +8,13 @@ import pytest
 import torch
 
 from twinframe.errors import CheckpointError
-from twinframe.models.hrm import FULL, TINY, canonical_init
-from twinframe.parity import io
+from twinframe.models.hrm import FULL, TINY, canonical_init, layout
 from twinframe.parity.files import convert_file
-from twinframe.parity.hrm import table
+from twinframe.store import io
+
+
+def table(cfg):
+    return layout(cfg).table
 
 
 @pytest.fixture()
@@ -53,15 +56,19 @@ def test_jax_layout_is_transposed(src, tmp_path):
     assert k.shape == (32, 96) and np.array_equal(k, w.T)
 
 
-def test_foreign_bf16_file_without_metadata_needs_config(tmp_path):
+def test_foreign_bf16_file_without_metadata_is_recognised(tmp_path):
     from safetensors.torch import save_file
 
-    from twinframe.parity.io import from_numpy
+    from twinframe.store.io import from_numpy
 
     path = tmp_path / "zt.safetensors"
     save_file({k: from_numpy(v, "bfloat16") for k, v in canonical_init(TINY).items()}, str(path))
-    with pytest.raises(CheckpointError, match="--config"):
-        convert_file(path, tmp_path / "x.npz")
+    s = convert_file(path, tmp_path / "x.npz")  # model and config read from keys and shapes
+    assert s["model"] == "hrm"
+    _, meta = io.read_jax(tmp_path / "x.npz")
+    assert {k: meta["config"][k] for k in ("hidden_size", "num_layers", "num_heads")} == {
+        "hidden_size": 32, "num_layers": 2, "num_heads": 2}
+    (tmp_path / "x.npz").unlink()
     convert_file(path, tmp_path / "x.npz", config="tiny")
     tree, _ = io.read_jax(tmp_path / "x.npz")
     assert tree["params"]["cls_token"].dtype == np.float32

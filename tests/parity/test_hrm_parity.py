@@ -13,7 +13,7 @@ from twinframe.parity.compare import score
 @pytest.fixture(scope="module")
 def records():
     spec = registry.get("hrm")
-    return checks.run(spec, spec.config("tiny"))
+    return checks.run(spec, spec.config("tiny"), spec.run_config("tiny"))
 
 
 def test_every_level_present_and_passing(records):
@@ -30,6 +30,8 @@ def test_every_level_present_and_passing(records):
 def test_every_trainable_leaf_has_a_gradient_check(records):
     grads = {r.name for r in records if r.level == "L2" and r.name.startswith("grad.")}
     assert len(grads) == 9 + 8 * 2 - 4  # all keys minus rope cos/sin and the initial states
+    zero_bias = {r.name for r in records if r.level == "L2" and r.name.startswith("q-bias0.")}
+    assert "q-bias0.grad.q_act_head.bias" in zero_bias
 
 
 def test_roundtrip_is_bit_exact(records):
@@ -42,21 +44,21 @@ def test_a_wrong_model_fails_l1():
     from twinframe.models.hrm import TINY
     from twinframe.parity import hrm as ph
 
-    orig = ph.Twins.build
+    orig = ph._twins
 
-    def broken(cfg, state=None):
-        tw = orig(cfg, state)
+    def broken(cfg, state=None, seed=0):
+        tw = orig(cfg, state, seed)
         k = tw.params["low_level_reasoner"]["layers"][0]["self_attn"]["qkv_proj"]["kernel"]
         H = cfg.hidden_size
         k = np.concatenate([k[:, H:2 * H], k[:, :H], k[:, 2 * H:]], axis=1)
         tw.params["low_level_reasoner"]["layers"][0]["self_attn"]["qkv_proj"]["kernel"] = k
         return tw
 
-    ph.Twins.build = broken
+    ph._twins = broken
     try:
         comps = ph.level_l1(TINY, segments=(1,))
     finally:
-        ph.Twins.build = orig
+        ph._twins = orig
     assert not all(score("hrm", c).passed for c in comps)
 
 

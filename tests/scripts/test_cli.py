@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from twinframe.models.hrm import TINY, canonical_init
-from twinframe.parity import io
+from twinframe.store import io
 
 
 def run(*args, cwd=None):

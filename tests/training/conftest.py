@@ -12,11 +12,11 @@ def _bits(state):
     return {k: np.asarray(v, np.float32).view(np.uint32).copy() for k, v in state.items()}
 
 
-def check_resume_bit_identical(spec, cfg, framework, n, tmp_path):
+def check_resume_bit_identical(spec, cfg, run, framework, n, tmp_path):
     """2n uninterrupted steps == n steps + checkpoint + resume + n steps, bit for bit."""
-    full, recs_full = train(spec, cfg, framework, 2 * n, show_progress=False)
-    _, recs_a = train(spec, cfg, framework, n, tmp_path, every=n, show_progress=False)
-    resumed, recs_b = train(spec, cfg, framework, n, tmp_path, every=n, resume=tmp_path,
+    full, recs_full = train(spec, cfg, run, framework, 2 * n, show_progress=False)
+    _, recs_a = train(spec, cfg, run, framework, n, tmp_path, every=n, show_progress=False)
+    resumed, recs_b = train(spec, cfg, run, framework, n, tmp_path, every=n, resume=tmp_path,
                             show_progress=False)
     assert resumed.t == 2 * n
     a, b = _bits(full.params_torch_layout()), _bits(resumed.params_torch_layout())

@@ -8,12 +8,14 @@ import pytest
 
 from twinframe import registry
 from twinframe.models.altlas import EOS_ID, PAD_ID
-from twinframe.training import checkpoint
-from twinframe.training.altlas import DEFAULT_TASK, AltLASHost, solution_tokens
+from twinframe.store import checkpoint
+from twinframe.training.altlas import AltLASHost, solution_tokens
 from twinframe.training.loop import train
 
 SPEC = registry.get("altlas")
-CFG = SPEC.config("tiny").replace(max_gen_len=8, batch_size=2)  # E = 16, H = 32
+CFG = SPEC.config("tiny").replace(max_gen_len=8)  # E = 16, H = 32
+RUN = SPEC.run_config("tiny").replace(batch_size=2)
+DEFAULT_TASK = RUN.task
 N = 3
 RECORD_FIELDS = (
     "step", "attempts", "loss", "policy_term", "entropy_term", "grad_norm", "baseline", "beta",
@@ -36,7 +38,7 @@ def _scripted(host: AltLASHost, rows: list[list[int]]) -> tuple[np.ndarray, np.n
 @pytest.mark.parametrize("scorer", ["exact", "shaped"])
 def test_host_reward_path_scripted(scorer):
     """decode -> safety -> duplicates -> sandbox -> scorer on scripted token arrays."""
-    host = AltLASHost(CFG.replace(scorer=scorer, duplicate_policy="skip"), workers=2)
+    host = AltLASHost(CFG, RUN.replace(scorer=scorer, duplicate_policy="skip"), workers=2)
     try:
         enc = host.tokenizer.encode
         sol = list(solution_tokens(DEFAULT_TASK))
@@ -57,7 +59,7 @@ def test_host_reward_path_scripted(scorer):
         assert host.learner.successes == 1 and len(host.success_fps) == 1 and host.stop_reached
         # host state is JSON and restores the fingerprints
         s = json.loads(json.dumps(host.state_dict()))
-        other = AltLASHost(host.cfg, workers=1)
+        other = AltLASHost(host.cfg, host.run, workers=1)
         other.load_state_dict(s)
         assert other.state_dict() == host.state_dict()
         assert other.assess(tokens[:1]).duplicate.tolist() == [True]
@@ -68,10 +70,10 @@ def test_host_reward_path_scripted(scorer):
 
 
 def test_train_records_have_the_runner_fields():
-    _, recs = train(SPEC, CFG, "torch", 2, show_progress=False)
+    _, recs = train(SPEC, CFG, RUN, "torch", 2, show_progress=False)
     for i, r in enumerate(recs, 1):
         assert set(RECORD_FIELDS) <= set(r)
-        assert r["step"] == i and r["attempts"] == i * CFG.batch_size
+        assert r["step"] == i and r["attempts"] == i * RUN.batch_size
         assert 0.0 <= r["success_rate"] <= 1.0 and r["episodes_per_s"] > 0
         json.dumps(r, allow_nan=False)
 
@@ -81,26 +83,26 @@ def test_lockstep_curve_passes():
     # process, so running it first saves a recompilation in the tests below
     from twinframe.parity import checks
 
-    res = checks.run_curve(SPEC, CFG, 5)
+    res = checks.run_curve(SPEC, CFG, RUN, 5)
     assert all(r.passed for r in res.records), [r.name for r in res.records if not r.passed]
     loss = next(r for r in res.records if r.name.startswith("curve.loss"))
     assert loss.max_abs < 1e-5
-    mism = next(r for r in res.records if r.name.endswith("halted_mask_mismatches"))
+    mism = next(r for r in res.records if r.name.endswith("token_mismatch_episodes"))
     assert mism.max_abs == 0
 
 
 @pytest.mark.parametrize("framework", ["torch", "jax"])
 def test_resume_is_bit_identical(tmp_path, framework, resume_bit_identical):
-    resume_bit_identical(SPEC, CFG, framework, N, tmp_path)
+    resume_bit_identical(SPEC, CFG, RUN, framework, N, tmp_path)
 
 
 def test_torch_checkpoint_continues_in_jax(tmp_path):
     """torch N steps -> checkpoint -> JAX N steps vs torch continuing N steps."""
-    train(SPEC, CFG, "torch", N, tmp_path / "t", every=N, show_progress=False)
+    train(SPEC, CFG, RUN, "torch", N, tmp_path / "t", every=N, show_progress=False)
     s = checkpoint.load(checkpoint.latest(tmp_path / "t"))
     assert s["opt"]["step"] == N and set(s["opt"]["exp_avg"]) == set(s["model"])
-    ref, recs_ref = train(SPEC, CFG, "torch", N, resume=tmp_path / "t", show_progress=False)
-    sw, recs_sw = train(SPEC, CFG, "jax", N, tmp_path / "j", resume=tmp_path / "t",
+    ref, recs_ref = train(SPEC, CFG, RUN, "torch", N, resume=tmp_path / "t", show_progress=False)
+    sw, recs_sw = train(SPEC, CFG, RUN, "jax", N, tmp_path / "j", resume=tmp_path / "t",
                         show_progress=False)
     np.testing.assert_allclose([r["loss"] for r in recs_sw], [r["loss"] for r in recs_ref],
                                rtol=1e-4)
@@ -108,5 +110,5 @@ def test_torch_checkpoint_continues_in_jax(tmp_path):
     pr, ps = ref.params_torch_layout(), sw.params_torch_layout()
     for k in pr:
         np.testing.assert_allclose(ps[k], pr[k], rtol=0, atol=1e-5)
-    back, _ = train(SPEC, CFG, "torch", 1, resume=tmp_path / "j", show_progress=False)
+    back, _ = train(SPEC, CFG, RUN, "torch", 1, resume=tmp_path / "j", show_progress=False)
     assert back.t == 2 * N + 1

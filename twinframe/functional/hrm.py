@@ -23,7 +23,8 @@ from twinframe.functional.layers import (
     linear_f32,
     post_norm_block,
 )
-from twinframe.models.hrm import HRMConfig
+from twinframe.functional.optim import adamw_mlx
+from twinframe.models.hrm import HRMConfig, HRMRun
 
 JAX_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 sg = jax.lax.stop_gradient
@@ -222,3 +223,8 @@ def evaluate(params: dict, consts: dict, inputs: jax.Array, cfg: HRMConfig) -> E
         k = jnp.where(halts.any(0), jnp.argmax(halts, axis=0), M - 1)
     b = jnp.arange(inputs.shape[0])
     return EvalOut(preds[k, b], (k + 1).astype(jnp.int32), q_h[k, b], q_c[k, b], preds)
+
+
+def make_optimizer(run: HRMRun) -> optax.GradientTransformation:
+    """MLX AdamW of spec hrm.md §6.3 (no bias correction), hyper-parameters from the run."""
+    return adamw_mlx(run.lr, run.beta1, run.beta2, run.eps, run.weight_decay)

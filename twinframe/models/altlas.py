@@ -9,7 +9,7 @@ Choices where the spec is silent (ours):
   name skips that check). Special ids are fixed: PAD 0, SOS 1, EOS 2, UNK 3 (§1.1).
 - Canonical init draws every tensor from its own stream `default_rng([seed, 1, k])`, k = the
   tensor's state-dict index, in float64, then casts to float32 (so changing one tensor's scheme,
-  e.g. `fc_bias_init`, leaves the others unchanged). `seed` defaults to `cfg.seed`.
+  e.g. `fc_bias_init`, leaves the others unchanged). `seed` comes from the run config.
 - Orthogonal init: QR of a float64 Gaussian drawn in torch layout `[G*H, H]`, columns
   sign-corrected by sign(diag(R)) (torch's `orthogonal_` recipe); a zero diagonal entry keeps +.
 - Parity noise (§3.3): `PCG64(SeedSequence([seed, k]))`, exactly as specified.
@@ -30,6 +30,7 @@ import numpy as np
 
 from twinframe.errors import ConfigError
 from twinframe.models.base import FrozenConfig
+from twinframe.models.layout import Layout, Row, Rule, Table
 
 PAD_ID, SOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 SPECIAL_IDS = (PAD_ID, SOS_ID, UNK_ID)  # masked by `mask_special_tokens` (EOS never is)
@@ -45,9 +46,10 @@ STREAM_INIT = 1
 
 @dataclasses.dataclass(frozen=True)
 class AltLASConfig(FrozenConfig):
-    """All AltLAS hyper-parameters (spec §6 'ours default' = R1 model and optimizer)."""
+    """AltLAS model config (spec altlas.md §1-§4): tokenizer, architecture, init scheme, the
+    generator's logit modifiers and the loss's EOS credit; what the layout, the init and the
+    modules consume. Defaults: the R1 model ('ours default' of §6)."""
 
-    # Tokenizer / model (§1, §2.1, §6 [Model] [Tokenizer])
     vocab: str = "v1_63"
     vocab_size: int = 63
     indent_mode: str = "structural"
@@ -58,35 +60,14 @@ class AltLASConfig(FrozenConfig):
     dropout: float = 0.0
     init: str = "altlas"
     fc_bias_init: str = "zeros"
-    # Generator (§3, §6 [Generator])
     max_gen_len: int = 50
     temperature: float = 1.0
     top_k: int = 0
     mask_special_tokens: bool = False
-    # Optimizer / learning (§4, §6 [Optimizer])
-    lr: float = 1e-3
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-    entropy_coef: float = 0.01
-    min_entropy_coef: float | None = None
-    grad_clip_norm: float = 1.0
-    baseline_ema_alpha: float = 0.1
     repetition_penalty: float = 1.0
     initial_grammar_boost: float = 1.0
     grammar_boost_decay: float = 1.0
-    reward_normalization: bool = False
     credit_eos: bool = True
-    # Runner / executor / scorer (§5, §6)
-    batch_size: int = 1
-    max_attempts: int = 10000
-    stop_on: str = "first_success"
-    duplicate_policy: str = "skip"
-    seed: int = 0
-    checkpoint_every: int = 0
-    timeout: float = 5.0
-    success_threshold: float = 0.99
-    scorer: str = "exact"
 
     def validate(self) -> None:
         if self.vocab in VOCAB_SIZES and self.vocab_size != VOCAB_SIZES[self.vocab]:
@@ -104,7 +85,7 @@ class AltLASConfig(FrozenConfig):
             raise ConfigError(f"fc_bias_init must be one of {FC_BIAS_INITS}")
         if self.indent_mode not in ("literal", "structural"):
             raise ConfigError("indent_mode must be 'literal' or 'structural'")
-        for name in ("embed_dim", "hidden_dim", "num_layers", "max_gen_len", "batch_size"):
+        for name in ("embed_dim", "hidden_dim", "num_layers", "max_gen_len"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
         if not 0.0 <= self.dropout < 1.0:
@@ -116,6 +97,46 @@ class AltLASConfig(FrozenConfig):
         for name in ("repetition_penalty", "initial_grammar_boost", "grammar_boost_decay"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0 (1.0 = off)")
+
+    @property
+    def gates(self) -> int:
+        """G = 4 (LSTM) or 3 (GRU)."""
+        return CELLS[self.cell]
+
+    @property
+    def release(self) -> str:
+        """'R0' / 'R1' / 'RH' by vocabulary (custom vocabularies: 'custom')."""
+        return RELEASE_OF_VOCAB.get(self.vocab, "custom")
+
+
+@dataclasses.dataclass(frozen=True)
+class AltLASRun(FrozenConfig):
+    """AltLAS run config (spec altlas.md §4-§6): optimizer, learner bookkeeping, batch, runner,
+    task, executor and scorer."""
+
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    entropy_coef: float = 0.01
+    min_entropy_coef: float | None = None
+    grad_clip_norm: float = 1.0
+    baseline_ema_alpha: float = 0.1
+    reward_normalization: bool = False
+    batch_size: int = 1
+    max_attempts: int = 10000
+    stop_on: str = "first_success"
+    duplicate_policy: str = "skip"
+    seed: int = 0
+    checkpoint_every: int = 0
+    task: str = "benchmark_add_two_numbers"
+    timeout: float = 5.0
+    success_threshold: float = 0.99
+    scorer: str = "exact"
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError("batch_size must be >= 1")
         if not 0.0 <= self.baseline_ema_alpha <= 1.0:
             raise ConfigError("baseline_ema_alpha must lie in [0, 1]")
         if self.lr <= 0 or self.eps <= 0 or not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
@@ -135,44 +156,47 @@ class AltLASConfig(FrozenConfig):
         if self.max_attempts < 1 or self.checkpoint_every < 0 or self.timeout <= 0:
             raise ConfigError("need max_attempts >= 1, checkpoint_every >= 0, timeout > 0")
 
-    @property
-    def gates(self) -> int:
-        """G = 4 (LSTM) or 3 (GRU)."""
-        return CELLS[self.cell]
 
-    @property
-    def release(self) -> str:
-        """'R0' / 'R1' / 'RH' by vocabulary (custom vocabularies: 'custom')."""
-        return RELEASE_OF_VOCAB.get(self.vocab, "custom")
+def check_trainable(cfg: AltLASConfig, run: AltLASRun) -> None:
+    """Refuse (one line) what the engines do not implement: dropout (needs injected masks from
+    the host in both frameworks; not wired) and the grammar boost (needs the grammar table of
+    the task's vocabulary in both generators; not wired)."""
+    del run
+    if cfg.dropout > 0:
+        raise ConfigError(f"dropout={cfg.dropout:g} is not implemented by the trainers (no "
+                          "injected dropout masks); use dropout=0")
+    if uses_grammar(cfg):
+        raise ConfigError("initial_grammar_boost != 1 (grammar-boosted sampling) is not "
+                          "implemented by the trainers; use 1.0")
 
 
+_TINY = AltLASConfig(embed_dim=16, hidden_dim=32, max_gen_len=16)
+_GOLDEN = AltLASConfig(embed_dim=8, hidden_dim=16, num_layers=2, max_gen_len=7)
+_RH = AltLASConfig(vocab="abstract_53", vocab_size=53, indent_mode="literal", embed_dim=96,
+                   hidden_dim=192, num_layers=2, fc_bias_init="uniform", max_gen_len=200,
+                   top_k=10, repetition_penalty=0.85, initial_grammar_boost=2.2,
+                   grammar_boost_decay=0.985, credit_eos=True)
 DEFAULT = AltLASConfig()
-PRESETS: dict[str, AltLASConfig] = {
-    "tiny": AltLASConfig(embed_dim=16, hidden_dim=32, max_gen_len=16, batch_size=4),
-    "tiny_gru": AltLASConfig(embed_dim=16, hidden_dim=32, max_gen_len=16, batch_size=4,
-                             cell="gru"),
-    "small": AltLASConfig(embed_dim=32, hidden_dim=64, max_gen_len=24, batch_size=8),
-    "default": DEFAULT,
-    "r1": AltLASConfig(indent_mode="literal", credit_eos=False),
-    "r0": AltLASConfig(vocab="v0_46", vocab_size=46, indent_mode="literal", init="torch_default",
-                       entropy_coef=0.0, grad_clip_norm=0.0, baseline_ema_alpha=0.0,
-                       credit_eos=False),
-    "rh": AltLASConfig(vocab="abstract_53", vocab_size=53, indent_mode="literal", embed_dim=96,
-                       hidden_dim=192, num_layers=2, fc_bias_init="uniform", max_gen_len=200,
-                       top_k=10, entropy_coef=0.20, min_entropy_coef=0.05, grad_clip_norm=2.5,
-                       baseline_ema_alpha=0.25, repetition_penalty=0.85,
-                       initial_grammar_boost=2.2, grammar_boost_decay=0.985,
-                       reward_normalization=True, credit_eos=True, max_attempts=100000,
-                       stop_on="converge:5", duplicate_policy="off", success_threshold=0.92,
-                       scorer="shaped"),
-    "bench": AltLASConfig(embed_dim=256, hidden_dim=1024, num_layers=2, max_gen_len=64,
-                          batch_size=1024, duplicate_policy="off"),
-    "bench-xl": AltLASConfig(embed_dim=512, hidden_dim=2048, num_layers=2, max_gen_len=64,
-                             batch_size=512, duplicate_policy="off"),
+PRESETS: dict[str, tuple[AltLASConfig, AltLASRun]] = {
+    "tiny": (_TINY, AltLASRun(batch_size=4)),
+    "tiny_gru": (_TINY.replace(cell="gru"), AltLASRun(batch_size=4)),
+    "small": (AltLASConfig(embed_dim=32, hidden_dim=64, max_gen_len=24), AltLASRun(batch_size=8)),
+    "default": (DEFAULT, AltLASRun()),
+    "r1": (AltLASConfig(indent_mode="literal", credit_eos=False), AltLASRun()),
+    "r0": (AltLASConfig(vocab="v0_46", vocab_size=46, indent_mode="literal", init="torch_default",
+                        credit_eos=False),
+           AltLASRun(entropy_coef=0.0, grad_clip_norm=0.0, baseline_ema_alpha=0.0)),
+    "rh": (_RH, AltLASRun(entropy_coef=0.20, min_entropy_coef=0.05, grad_clip_norm=2.5,
+                          baseline_ema_alpha=0.25, reward_normalization=True,
+                          max_attempts=100000, stop_on="converge:5", duplicate_policy="off",
+                          success_threshold=0.92, scorer="shaped")),
+    "bench": (AltLASConfig(embed_dim=256, hidden_dim=1024, num_layers=2, max_gen_len=64),
+              AltLASRun(batch_size=1024, duplicate_policy="off")),
+    "bench-xl": (AltLASConfig(embed_dim=512, hidden_dim=2048, num_layers=2, max_gen_len=64),
+                 AltLASRun(batch_size=512, duplicate_policy="off")),
     # Appendix A model (golden numbers): V=63, E=8, H=16, L=2.
-    "golden": AltLASConfig(embed_dim=8, hidden_dim=16, num_layers=2, max_gen_len=7),
-    "golden_gru": AltLASConfig(embed_dim=8, hidden_dim=16, num_layers=2, max_gen_len=7,
-                               cell="gru"),
+    "golden": (_GOLDEN, AltLASRun()),
+    "golden_gru": (_GOLDEN.replace(cell="gru"), AltLASRun()),
 }
 
 
@@ -252,12 +276,11 @@ def _init_tensor(
     raise KeyError(key)
 
 
-def canonical_init(cfg: AltLASConfig, seed: int | None = None) -> dict[str, np.ndarray]:
-    """Framework-neutral init (§2.2): torch-layout state_dict of float32 NumPy arrays."""
-    s = cfg.seed if seed is None else seed
+def canonical_init(cfg: AltLASConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """Framework-neutral init (altlas.md §2.2): torch-layout state_dict of float32 NumPy arrays."""
     state = {}
     for k, (key, shape) in enumerate(torch_shapes(cfg).items()):
-        rng = np.random.default_rng([s, STREAM_INIT, k])
+        rng = np.random.default_rng([seed, STREAM_INIT, k])
         state[key] = _init_tensor(key, shape, rng, cfg).astype(np.float32)
     return state
 
@@ -359,6 +382,7 @@ def prepare_update(
     valid: np.ndarray,
     state: LearnerState,
     cfg: AltLASConfig,
+    run: AltLASRun,
 ) -> UpdateInputs:
     """§4.1/§4.3 host side. scores: f64 [B] (NaN = not scored); keep: bool [B] (False = unsafe or
     duplicate); tokens, valid: [B, T]. w_b = keep_b ∧ (episode has a target)."""
@@ -366,18 +390,18 @@ def prepare_update(
     has_target = target_mask(tokens, valid, cfg.credit_eos).any(axis=1)
     w = np.asarray(keep, bool) & has_target & ~np.isnan(scores)
     attempts = state.attempts + len(scores)
-    successes = state.successes + int(np.sum(scores >= cfg.success_threshold))
-    if cfg.min_entropy_coef is None:
-        beta = cfg.entropy_coef
+    successes = state.successes + int(np.sum(scores >= run.success_threshold))
+    if run.min_entropy_coef is None:
+        beta = run.entropy_coef
     else:
         s_k = successes / attempts
-        beta = cfg.min_entropy_coef + (cfg.entropy_coef - cfg.min_entropy_coef) * (1.0 - s_k)
+        beta = run.min_entropy_coef + (run.entropy_coef - run.min_entropy_coef) * (1.0 - s_k)
     n, s1, s2 = state.reward_n, state.reward_sum, state.reward_sq
     r_tilde = np.full(len(scores), np.nan)
     baseline = state.baseline
     if w.any():
         r = scores[w]
-        if cfg.reward_normalization:
+        if run.reward_normalization:
             for x in r:
                 n, s1, s2 = n + 1, s1 + float(x), s2 + float(x) * float(x)
             mu = s1 / n
@@ -386,7 +410,7 @@ def prepare_update(
         else:
             r_tilde[w] = r
         adv = np.where(w, r_tilde - state.baseline, 0.0)
-        a = cfg.baseline_ema_alpha
+        a = run.baseline_ema_alpha
         baseline = a * float(np.mean(r_tilde[w])) + (1.0 - a) * state.baseline
     else:
         adv = np.zeros(len(scores))
@@ -394,3 +418,87 @@ def prepare_update(
                        state.updates + (1 if w.any() else 0))
     return UpdateInputs(adv.astype(np.float32), w.astype(np.float32), np.float32(beta), r_tilde,
                         new)
+
+
+# ----------------------------------------------------------------------------------------------
+# Layout (spec altlas.md §2.3), as data, and recognition of reference state_dicts
+
+
+RNN_ROWS: dict[str, tuple[str, Rule]] = {
+    "weight_ih": ("w_ih", Rule.TRANSPOSE),
+    "weight_hh": ("w_hh", Rule.TRANSPOSE),
+    "bias_ih": ("b_ih", Rule.IDENTITY),
+    "bias_hh": ("b_hh", Rule.IDENTITY),
+}
+TOP_ROWS: dict[str, tuple[tuple[str, ...], Rule]] = {
+    "embedding.weight": (("params", "embedding", "embedding"), Rule.IDENTITY),
+    "fc.weight": (("params", "fc", "kernel"), Rule.TRANSPOSE),
+    "fc.bias": (("params", "fc", "bias"), Rule.IDENTITY),
+}
+
+
+def layer_name(k: int) -> str:
+    """JAX node of RNN layer k ('layer_0', ...)."""
+    return f"layer_{k}"
+
+
+def _row(key: str, shape: tuple[int, ...]) -> Row:
+    if key in TOP_ROWS:
+        path, rule = TOP_ROWS[key]
+        return Row(key, path, rule, shape)
+    leaf = key.split(".")[1]
+    kind, _, k = leaf.rpartition("_l")
+    name, rule = RNN_ROWS[kind]
+    return Row(key, ("params", "rnn", layer_name(int(k)), name), rule, shape)
+
+
+def layout(cfg: AltLASConfig) -> Layout:
+    """4L + 3 rows in state-dict order (= torch Adam state index order); no carry (the RNN state
+    starts at zero every episode); torch Adam moments.
+
+    Why not flax.linen LSTMCell/GRUCell layouts: flax's LSTM carry is (c, h) where torch's is
+    (h, c); flax keeps one bias per gate (fusing b_ih + b_hh is not invertible and changes Adam
+    training: both torch biases get the same gradient, so torch moves their sum twice as far);
+    flax's GRU puts the r/z biases on the input side; flax's default inits differ. Here gate
+    blocks stay in torch order along the last JAX axis and the conversion is transposes only."""
+    return Layout(Table(tuple(_row(k, s) for k, s in torch_shapes(cfg).items())))
+
+
+RELEASE_BY_V: dict[int, tuple[str, str, str]] = {
+    46: ("R0", "v0_46", "r0"),
+    63: ("R1", "v1_63", "r1"),
+    53: ("RH", "abstract_53", "rh"),
+}
+
+
+def recognise(state: Mapping[str, np.ndarray]) -> AltLASConfig | None:
+    """The config implied by a Variant A state_dict (spec altlas.md §7), or None.
+
+    The release is decided by V alone (46 -> R0, 63 -> R1, 53 -> RH). The result is that
+    release's preset if its layout matches, else the first preset whose layout matches, else
+    the release preset with E, H, L and the cell read from the tensor shapes (fields not in
+    the weights, such as max_gen_len, come from the preset). Variant B files (a
+    `positional_encoding` key) are not recognised (not implemented)."""
+    if "positional_encoding" in state or "embedding.weight" not in state:
+        return None
+    cells = {k.split(".")[0] for k in state if k.startswith(("lstm.", "gru."))}
+    if len(cells) != 1:
+        return None
+    cell = cells.pop()
+    n = 0
+    while f"{cell}.weight_ih_l{n}" in state:
+        n += 1
+    emb, w_ih = np.shape(state["embedding.weight"]), np.shape(state.get(f"{cell}.weight_ih_l0"))
+    if n == 0 or len(emb) != 2 or len(w_ih) != 2 or emb[0] not in RELEASE_BY_V:
+        return None
+    base = PRESETS[RELEASE_BY_V[emb[0]][2]][0]
+    try:
+        implied = base.replace(embed_dim=int(emb[1]), hidden_dim=int(w_ih[0]) // CELLS[cell],
+                               num_layers=n, cell=cell)
+    except ConfigError:
+        return None
+    want = torch_shapes(implied)
+    for cand in (base, *(m for m, _ in PRESETS.values())):
+        if torch_shapes(cand) == want:
+            return cand
+    return implied

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
 from twinframe.errors import ConfigError
 from twinframe.models.base import FrozenConfig, draw_trunc_normal
+from twinframe.models.layout import CarryRow, Layout, Row, Rule, Table
 
 DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
 class HRMConfig(FrozenConfig):
-    """All HRM-ACT hyper-parameters (spec hrm §1). Default values are the tiny config."""
+    """HRM-ACT model config (spec hrm.md §1): architecture, ACT semantics and compute dtype;
+    what the layout, the init and the modules consume. Default values are the tiny config."""
 
     seq_len: int = 81
     vocab_size: int = 10
@@ -41,18 +44,7 @@ class HRMConfig(FrozenConfig):
     q_head_bias_init: float = -5.0
     act_last_strict: bool = False
     act_explore_strict: bool = False
-    seed: int = 0
-    eval_seed: int = 0
-    noise_source: str = "host"
     compute_dtype: str = "float32"
-    batch_size: int = 8
-    lr: float = 1e-4
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    weight_decay: float = 0.01
-    bias_correction: bool = False
-    checkpoint_every: int = 250
     eval_halting: str = "q"
 
     def validate(self) -> None:
@@ -70,22 +62,12 @@ class HRMConfig(FrozenConfig):
             raise ConfigError("high_level_cycles and low_level_cycles must be >= 1")
         if not 0.0 <= self.halt_exploration_prob <= 1.0:
             raise ConfigError("halt_exploration_prob must lie in [0, 1]")
-        for name in ("seed", "eval_seed"):
-            if not 0 <= getattr(self, name) < 2**32:
-                raise ConfigError(f"{name} must lie in [0, 2**32)")
         if self.compute_dtype not in DTYPES:
             raise ConfigError(f"compute_dtype must be one of {DTYPES}")
-        if self.noise_source not in ("host", "native"):
-            raise ConfigError("noise_source must be 'host' or 'native'")
         if self.eval_halting not in ("q", "max_steps"):
             raise ConfigError("eval_halting must be 'q' or 'max_steps'")
-        if self.batch_size < 1 or self.num_layers < 1:
-            raise ConfigError("batch_size and num_layers must be >= 1")
-        if self.bias_correction:
-            raise ConfigError("bias_correction=True (torch/optax AdamW) is not implemented; "
-                              "only the reference MLX AdamW without bias correction is")
-        if self.noise_source != "host":
-            raise ConfigError("noise_source='native' is not implemented; use 'host'")
+        if self.num_layers < 1:
+            raise ConfigError("num_layers must be >= 1")
 
     @property
     def head_dim(self) -> int:
@@ -106,6 +88,42 @@ class HRMConfig(FrozenConfig):
         return (a // m) * m
 
 
+@dataclasses.dataclass(frozen=True)
+class HRMRun(FrozenConfig):
+    """HRM-ACT run config (spec hrm.md §6): seeds, batch, optimizer, checkpointing."""
+
+    seed: int = 0
+    eval_seed: int = 0
+    noise_source: str = "host"
+    batch_size: int = 8
+    lr: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+    bias_correction: bool = False
+    checkpoint_every: int = 250
+
+    def validate(self) -> None:
+        for name in ("seed", "eval_seed"):
+            if not 0 <= getattr(self, name) < 2**32:
+                raise ConfigError(f"{name} must lie in [0, 2**32)")
+        if self.noise_source not in ("host", "native"):
+            raise ConfigError("noise_source must be 'host' or 'native'")
+        if self.batch_size < 1:
+            raise ConfigError("batch_size must be >= 1")
+
+
+def check_trainable(cfg: HRMConfig, run: HRMRun) -> None:
+    """Refuse (one line) what neither engine implements."""
+    del cfg
+    if run.bias_correction:
+        raise ConfigError("bias_correction=True (torch/optax AdamW) is not implemented; only the "
+                          "reference MLX AdamW without bias correction is")
+    if run.noise_source != "host":
+        raise ConfigError("noise_source='native' is not implemented; use 'host'")
+
+
 TINY = HRMConfig()
 FULL = HRMConfig(
     num_layers=4,
@@ -114,10 +132,13 @@ FULL = HRMConfig(
     ffn_multiple=256,
     halt_max_steps=16,
     compute_dtype="bfloat16",
-    batch_size=512,
 )
-MICRO = HRMConfig(hidden_size=16, num_heads=2, num_layers=1, ffn_multiple=16, batch_size=2)
-PRESETS: dict[str, HRMConfig] = {"tiny": TINY, "full": FULL, "micro": MICRO}
+MICRO = HRMConfig(hidden_size=16, num_heads=2, num_layers=1, ffn_multiple=16)
+PRESETS: dict[str, tuple[HRMConfig, HRMRun]] = {
+    "tiny": (TINY, HRMRun()),
+    "full": (FULL, HRMRun(batch_size=512)),
+    "micro": (MICRO, HRMRun(batch_size=2)),
+}
 
 LEVELS = ("high", "low")
 BLOCK_LEAVES = (
@@ -178,12 +199,12 @@ def rope_tables(cfg: HRMConfig) -> tuple[np.ndarray, np.ndarray]:
     return np.cos(emb).astype(np.float32), np.sin(emb).astype(np.float32)
 
 
-def canonical_init(cfg: HRMConfig, seed: int | None = None) -> dict[str, np.ndarray]:
-    """Framework-neutral init (spec §4): torch-layout state_dict of float32 NumPy arrays.
+def canonical_init(cfg: HRMConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """Framework-neutral init (spec hrm.md §4): torch-layout state_dict of float32 NumPy arrays.
 
     Stream `default_rng([seed, 1])`; trunc-normal leaves drawn in the canonical order.
     """
-    rng = np.random.default_rng([cfg.seed if seed is None else seed, 1])
+    rng = np.random.default_rng([seed, 1])
     state: dict[str, np.ndarray] = {}
     for key, shape in torch_shapes(cfg).items():
         if key.startswith(("q_act_head", "rotary_emb")):
@@ -200,3 +221,92 @@ def param_counts(cfg: HRMConfig) -> tuple[int, int]:
     shapes = torch_shapes(cfg)
     trainable = sum(int(np.prod(s)) for k, s in shapes.items() if k not in FROZEN_KEYS)
     return trainable, 2 * cfg.hidden_size
+
+
+# ----------------------------------------------------------------------------------------------
+# Layout (spec hrm.md §3.1-§3.2), as data: torch key -> pytree path, rule.
+
+I, T = Rule.IDENTITY, Rule.TRANSPOSE
+TOP_ROWS: dict[str, tuple[tuple[str, ...], Rule]] = {
+    "cls_token": (("params", "cls_token"), I),
+    "input_embedding.weight": (("params", "input_embedding", "embedding"), I),
+    "output_head.weight": (("params", "output_head", "kernel"), T),
+    "initial_high_level": (("consts", "initial_high_level"), I),
+    "initial_low_level": (("consts", "initial_low_level"), I),
+    "q_act_head.weight": (("params", "q_act_head", "kernel"), T),
+    "q_act_head.bias": (("params", "q_act_head", "bias"), I),
+    "rotary_emb.cos": (("consts", "rotary_emb", "cos"), I),
+    "rotary_emb.sin": (("consts", "rotary_emb", "sin"), I),
+}
+BLOCK_ROWS: dict[str, tuple[tuple[str, ...], Rule]] = {
+    "self_attn.qkv_proj.weight": (("self_attn", "qkv_proj", "kernel"), T),
+    "self_attn.out_proj.weight": (("self_attn", "out_proj", "kernel"), T),
+    "mlp.gate_up_proj.weight": (("mlp", "gate_up_proj", "kernel"), T),
+    "mlp.down_proj.weight": (("mlp", "down_proj", "kernel"), T),
+}
+CARRY = (CarryRow("z_H"), CarryRow("z_L"))  # [B, P, H] each, stored as float32
+
+
+def _row(key: str, shape: tuple[int, ...]) -> Row:
+    if key in TOP_ROWS:
+        path, rule = TOP_ROWS[key]
+        return Row(key, path, rule, shape)
+    lv, _, i, leaf = key.split(".", 3)
+    sub, rule = BLOCK_ROWS[leaf]
+    return Row(key, ("params", lv, "layers", int(i), *sub), rule, shape)
+
+
+def layout(cfg: HRMConfig) -> Layout:
+    """Table (9 + 8N rows), carry z_H/z_L, Adam moments (MLX AdamW: exp_avg/exp_avg_sq)."""
+    table = Table(tuple(_row(k, s) for k, s in torch_shapes(cfg).items()))
+    return Layout(table, carry=CARRY)
+
+
+def _ffn_fields(H: int, width: int) -> dict[str, object] | None:
+    """(expansion, multiple, rounding) giving FFN width `width` at hidden size H (ours: the
+    published variants first)."""
+    for mult in (16, 256, 64, 32, 128, 8, 1):
+        for rounding in ("ceil", "swift"):
+            c = dict(expansion=4.0, ffn_multiple=mult, ffn_rounding=rounding)
+            a = int(4.0 * H * 2.0 / 3.0)
+            got = -(-a // mult) * mult if rounding == "ceil" else (a // mult) * mult
+            if got == width:
+                return c
+    return None
+
+
+def recognise(state: Mapping[str, np.ndarray]) -> HRMConfig | None:
+    """The config implied by an HRM-ACT state_dict's keys and shapes, or None if it is not one.
+
+    Read from shapes: H, V, N (layers), S (from the RoPE table, else 81), heads (head dim of
+    the RoPE table, else the preset's), FFN width. Not in the weights, taken from the preset of
+    the same hidden size (tiny otherwise): cycles, halt_max_steps, ACT flags, norm eps, RoPE
+    theta, compute dtype (bf16 weights -> bfloat16)."""
+    if "cls_token" not in state or "high_level_reasoner.layers.0.mlp.down_proj.weight" not in state:
+        return None
+    try:
+        H = int(np.shape(state["cls_token"])[0])
+        V = int(np.shape(state["input_embedding.weight"])[0])
+        width = int(np.shape(state["high_level_reasoner.layers.0.mlp.down_proj.weight"])[1])
+    except (KeyError, IndexError):
+        return None
+    n = 0
+    while f"high_level_reasoner.layers.{n}.mlp.down_proj.weight" in state:
+        n += 1
+    base = next((m for m, _ in PRESETS.values() if m.hidden_size == H), TINY)
+    fields: dict[str, object] = {"hidden_size": H, "vocab_size": V, "num_layers": n}
+    ffn = _ffn_fields(H, width)
+    if ffn is None:
+        return None
+    fields.update(ffn)
+    cos = state.get("rotary_emb.cos")
+    if cos is not None and np.ndim(cos) == 3 and np.shape(cos)[2] > 0:
+        P, _, d = np.shape(cos)
+        fields.update(seq_len=int(P) - 1, num_heads=max(H // int(d), 1))
+    dt = getattr(state["cls_token"], "dtype", None)
+    if dt is not None and str(dt) == "bfloat16":
+        fields["compute_dtype"] = "bfloat16"
+    try:
+        return base.replace(**fields)
+    except ConfigError:
+        return None

@@ -1,10 +1,19 @@
-"""Table-driven conversion between torch state_dicts and JAX pytrees.
+"""A model's layout, declared as data: the conversion table between torch state_dicts and JAX
+pytrees, the carry rows and the optimizer-state slots; and the train-state conversion they drive.
 
 A `Table` is data: one `Row(torch_key, path, rule, shape)` per tensor. `rule` is a named
 transform (identity or 2-D transpose); `shape` is the torch-orientation shape. Key sets are
 checked in both directions and every shape before anything is returned, so a converter either
 yields a complete, valid result or raises `CheckpointError` naming the first offending key.
 Trees are nested dicts; integer path components become list indices (`layers/0/...`).
+Top-level tree roots name what a tensor is: `params` (trained), `consts` (never changes),
+`state` (mutable non-trainable: running statistics, power-iteration vectors, EMA copies).
+
+A `Layout` adds what a train state holds besides the model: `carry` rows (per-run tensors such
+as recurrent states, same name in both frameworks) and optimizer `slots` (a torch per-parameter
+state key <-> the field of the optax state that holds a params-shaped tree, e.g. `exp_avg` <->
+`mu`), plus the step counter (`step` <-> `count`). `convert_train_state` is driven by that data
+alone, for any model, optimizer and carried state.
 """
 
 from __future__ import annotations
@@ -149,3 +158,96 @@ class Table:
         Optimizer moments convert with `subtable('params')`: same keys, same rules."""
         return Table(tuple(dataclasses.replace(r, path=r.path[1:])
                            for r in self.rows if r.path[0] == root))
+
+
+# ----------------------------------------------------------------------------------------------
+# Layout: table + carry rows + optimizer slots
+
+
+@dataclasses.dataclass(frozen=True)
+class CarryRow:
+    """One carried tensor (same name both sides); `rule` maps torch <-> JAX orientation."""
+
+    name: str
+    rule: Rule = Rule.IDENTITY
+    dtype: str = "float32"
+
+
+@dataclasses.dataclass(frozen=True)
+class OptSlot:
+    """A params-shaped optimizer moment: torch per-parameter state key <-> optax state field."""
+
+    torch: str
+    jax: str
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSlot:
+    """The optimizer step counter: torch per-parameter `step` (float) <-> optax `count` (int32)."""
+
+    torch: str = "step"
+    jax: str = "count"
+
+
+ADAM_SLOTS = (OptSlot("exp_avg", "mu"), OptSlot("exp_avg_sq", "nu"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Everything a train state holds, as data: model table, carry rows, optimizer slots."""
+
+    table: Table
+    carry: tuple[CarryRow, ...] = ()
+    slots: tuple[OptSlot, ...] = ADAM_SLOTS
+    step: StepSlot = StepSlot()
+
+    @property
+    def params(self) -> Table:
+        """Rows of the trained tensors (root `params` stripped): what optimizer slots follow."""
+        return self.table.subtable("params")
+
+    def trainable_keys(self) -> tuple[str, ...]:
+        """torch keys of the trained tensors, in table order."""
+        return tuple(r.torch_key for r in self.table.rows if r.path[0] == "params")
+
+    def frozen_keys(self) -> tuple[str, ...]:
+        return tuple(r.torch_key for r in self.table.rows if r.path[0] != "params")
+
+
+FRAMEWORKS = ("torch", "jax")
+
+
+def _convert_carry(carry: Mapping[str, Any], rows: tuple[CarryRow, ...]) -> dict[str, np.ndarray]:
+    check_key_sets(set(carry), {r.name for r in rows}, "carry row")
+    return {r.name: apply_rule(r.rule, np.asarray(carry[r.name], r.dtype)) for r in rows}
+
+
+def convert_train_state(state: Mapping[str, Any], layout: Layout, to: str) -> dict[str, Any]:
+    """Map a train state between framework layouts, driven by `layout` alone.
+
+    torch: model = {key: array}; opt = {step: float, <slot.torch>: {key: array}, ...};
+    jax:   model = {root: tree}; opt = {count: int32, <slot.jax>: params-shaped tree, ...}.
+    Moments take their parameter's rule; carry rows take theirs; the step count is kept; host
+    state, configs and anything else pass through unchanged."""
+    if to not in FRAMEWORKS:
+        raise CheckpointError(f"unknown framework {to!r}")
+    if state["framework"] == to:
+        return dict(state)
+    tab, sub, opt = layout.table, layout.params, state["opt"]
+    out = {k: v for k, v in state.items() if k not in ("model", "opt", "carry", "framework")}
+    if to == "jax":
+        out["model"] = tab.torch_to_tree(state["model"])
+        new_opt: dict[str, Any] = {
+            layout.step.jax: np.asarray(int(round(float(np.asarray(opt[layout.step.torch])))),
+                                        np.int32)}
+        for s in layout.slots:
+            new_opt[s.jax] = sub.torch_to_tree(opt[s.torch])
+    else:
+        out["model"] = tab.tree_to_torch(state["model"])
+        new_opt = {layout.step.torch: float(np.asarray(opt[layout.step.jax]))}
+        for s in layout.slots:
+            new_opt[s.torch] = sub.tree_to_torch(opt[s.jax])
+    out["opt"] = new_opt
+    out["carry"] = _convert_carry(state.get("carry") or {}, layout.carry)
+    out["framework"] = to
+    return out

@@ -6,8 +6,8 @@ import dataclasses
 
 import numpy as np
 
+from twinframe.models.layout import flatten_tree, path_str
 from twinframe.parity import tolerances
-from twinframe.parity.convert import flatten_tree, path_str
 
 
 @dataclasses.dataclass(frozen=True)

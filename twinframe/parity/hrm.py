@@ -1,4 +1,5 @@
-"""HRM-ACT conversion table (spec hrm §3.1-§3.2): torch key <-> pytree path, rule, shape."""
+"""HRM-ACT parity levels (spec hrm.md §7): each level is a thunk returning Comparisons
+(torch = reference, JAX = candidate). The layout lives in `models.hrm.layout`."""
 
 from __future__ import annotations
 
@@ -15,85 +16,32 @@ import torch
 
 from twinframe.functional import hrm as f_hrm
 from twinframe.functional import layers as f_layers
-from twinframe.functional import optim as f_optim
 from twinframe.models.base import trunc_normal_bounds, trunc_normal_from_uniform_np
-from twinframe.models.hrm import (
-    FROZEN_KEYS,
-    FULL,
-    HRMConfig,
-    canonical_init,
-    rope_tables,
-    torch_shapes,
-)
+from twinframe.models.hrm import FULL, HRMConfig, HRMRun, canonical_init, rope_tables
 from twinframe.parity import tolerances
 from twinframe.parity.compare import Comparison
-from twinframe.parity.convert import PathT, Row, Rule, Table
 from twinframe.parity.optim_inputs import grads_and_moments, prime_torch_optimizer
+from twinframe.parity.twins import Twins
 from twinframe.tasks import sudoku
 from twinframe.torch_ref import hrm as t_hrm
 from twinframe.torch_ref import layers as t_layers
-from twinframe.torch_ref import optim as t_optim
-
-LINEARS = ("output_head", "q_act_head", "qkv_proj", "out_proj", "gate_up_proj", "down_proj")
-CONST_ROOTS = ("rotary_emb", "initial_high_level", "initial_low_level")
 
 
-def jax_path(torch_key: str) -> tuple[PathT, Rule]:
-    """'a.layers.0.b.weight' -> ('params', 'a', 'layers', 0, 'b', 'kernel'), transpose."""
-    parts: list[str | int] = [int(p) if p.isdigit() else p for p in torch_key.split(".")]
-    rule = Rule.IDENTITY
-    if parts[-1] == "weight" and parts[-2] in LINEARS:
-        parts[-1], rule = "kernel", Rule.TRANSPOSE
-    elif parts[-2:] == ["input_embedding", "weight"]:
-        parts[-1] = "embedding"
-    root = "consts" if parts[0] in CONST_ROOTS else "params"
-    return (root, *parts), rule
+def _spec():
+    from twinframe import registry
+
+    return registry.get("hrm")
 
 
-def table(cfg: HRMConfig) -> Table:
-    """The declarative table for `cfg` (9 + 8N rows)."""
-    rows = []
-    for key, shape in torch_shapes(cfg).items():
-        path, rule = jax_path(key)
-        rows.append(Row(key, path, rule, shape))
-    return Table(tuple(rows))
+def _twins(cfg: HRMConfig, state: dict[str, np.ndarray] | None = None, seed: int = 0) -> Twins:
+    return Twins.build(_spec(), cfg, state, seed)
 
 
-# ----------------------------------------------------------------------------------------------
-# Parity levels (spec hrm §7). Each level is a thunk returning Comparisons (torch = reference).
-
-
-def _batch(cfg: HRMConfig, n: int, difficulty: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def _batch(seed: int, n: int, difficulty: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """n training puzzles of one difficulty from the run's stream: inputs, targets [n, 81]."""
-    pairs = [sudoku.train_puzzle(cfg.seed, difficulty, j) for j in range(n)]
+    pairs = [sudoku.train_puzzle(seed, difficulty, j) for j in range(n)]
     return (np.stack([p for p, _ in pairs]).astype(np.int32),
             np.stack([s for _, s in pairs]).astype(np.int32))
-
-
-@dataclasses.dataclass
-class Twins:
-    """The same weights in both frameworks: torch module and JAX (params, consts)."""
-
-    cfg: HRMConfig
-    state: dict[str, np.ndarray]
-    torch_model: t_hrm.HRM
-    params: dict
-    consts: dict
-
-    @classmethod
-    def build(cls, cfg: HRMConfig, state: dict[str, np.ndarray] | None = None) -> Twins:
-        state = canonical_init(cfg) if state is None else state
-        tree = jax.tree_util.tree_map(jnp.asarray, table(cfg).torch_to_tree(state))
-        return cls(cfg, state, t_hrm.HRM(cfg, state), tree["params"], tree["consts"])
-
-    def torch_grads(self) -> dict[str, np.ndarray]:
-        return {k: p.grad.numpy().copy() for k, p in self.torch_model.named_parameters()
-                if p.requires_grad and p.grad is not None}
-
-    def jax_to_torch_layout(self, params: dict) -> dict[str, np.ndarray]:
-        """Params-only JAX tree -> torch keys (constants omitted)."""
-        full = table(self.cfg).tree_to_torch({"params": params, "consts": self.consts})
-        return {k: v for k, v in full.items() if k not in FROZEN_KEYS}
 
 
 def _t(x: np.ndarray) -> torch.Tensor:
@@ -105,9 +53,9 @@ def _cmp(level: str, name: str, ref: Any, cand: Any, tol: str, note: str = "") -
     return Comparison(level, name, ref, np.asarray(cand), tol, "float32", note)
 
 
-def level_l0(cfg: HRMConfig) -> list[Comparison]:
+def level_l0(cfg: HRMConfig, seed: int = 0) -> list[Comparison]:
     """Primitives on random inputs of the config's sizes (same arrays to both frameworks)."""
-    rng = np.random.default_rng([cfg.seed, 100])
+    rng = np.random.default_rng([seed, 100])
     H, n_h, P = cfg.hidden_size, cfg.num_heads, cfg.num_positions
     a, b = trunc_normal_bounds()
     u = rng.uniform(a, b, size=(64, 64)).astype(np.float32)
@@ -126,7 +74,7 @@ def level_l0(cfg: HRMConfig) -> list[Comparison]:
     out.append(_cmp("L0", "rope", t_layers.apply_rope(_t(q), _t(cos), _t(sin)),
                     f_layers.apply_rope(jnp.asarray(q), jnp.asarray(cos), jnp.asarray(sin)),
                     "L0.primitive"))
-    tw = Twins.build(cfg)
+    tw = _twins(cfg, seed=seed)
     blk_t = tw.torch_model.high_level_reasoner.layers[0]
     blk_j = tw.params["high_level_reasoner"]["layers"][0]
     ct, st = tw.torch_model.rotary_emb.cos, tw.torch_model.rotary_emb.sin
@@ -180,7 +128,8 @@ def _max_diff(a: Any, b: Any) -> float:
     return float(np.abs(a.astype(np.float64) - b).max())
 
 
-def level_l1(cfg: HRMConfig, segments: tuple[int, ...] = (), batch: int = 4) -> list[Comparison]:
+def level_l1(cfg: HRMConfig, segments: tuple[int, ...] = (), batch: int = 4, seed: int = 0
+             ) -> list[Comparison]:
     """Segment forward at `segments` (default 1, M and 16), each field judged strictly
     (L1.forward) while the model's own 1-ulp sensitivity there is below the L1 atol, else
     against that sensitivity (L1.chained).
@@ -189,8 +138,8 @@ def level_l1(cfg: HRMConfig, segments: tuple[int, ...] = (), batch: int = 4) -> 
     grows ~x3 per segment at the full config (4e-6 after 1 segment, O(1) after 11), so
     chained-segment comparisons at full size are only meaningful for the first few segments."""
     segments = segments or (1, cfg.halt_max_steps, 16)
-    tw = Twins.build(cfg)
-    x, y = _batch(cfg, batch)
+    tw = _twins(cfg, seed=seed)
+    x, y = _batch(seed, batch)
     tc = tw.torch_model.initial_carry(_t(x), _t(y))
     jc = f_hrm.initial_carry(tw.consts, jnp.asarray(x), jnp.asarray(y), cfg)
     seg = _jit_segment(cfg)
@@ -223,14 +172,14 @@ def level_l1(cfg: HRMConfig, segments: tuple[int, ...] = (), batch: int = 4) -> 
     return out
 
 
-def level_l1_bf16(cfg: HRMConfig, batch: int = 2) -> list[Comparison]:
+def level_l1_bf16(cfg: HRMConfig, batch: int = 2, seed: int = 0) -> list[Comparison]:
     """One segment with T = bf16 in both frameworks: logits rel-L2 (spec §7) and the robust
     criterion for logits and z_H (cross error <= 2x each framework's own bf16-vs-f32 error)."""
     outs = {}
     for dt in ("float32", "bfloat16"):
         c = cfg.replace(compute_dtype=dt)
-        tw = Twins.build(c)
-        x, y = _batch(c, batch)
+        tw = _twins(c, seed=seed)
+        x, y = _batch(seed, batch)
         tc = tw.torch_model.initial_carry(_t(x), _t(y))
         jc = f_hrm.initial_carry(tw.consts, jnp.asarray(x), jnp.asarray(y), c)
         with torch.no_grad():
@@ -249,9 +198,9 @@ def level_l1_bf16(cfg: HRMConfig, batch: int = 2) -> list[Comparison]:
     return res
 
 
-def _act_step_both(cfg: HRMConfig, tw: Twins, t: int = 1):
-    x, y = _batch(cfg, cfg.batch_size)
-    noise = sudoku.exploration_noise(cfg.seed, t, cfg.batch_size, cfg.halt_max_steps)
+def _act_step_both(cfg: HRMConfig, run: HRMRun, tw: Twins, t: int = 1):
+    x, y = _batch(run.seed, run.batch_size)
+    noise = sudoku.exploration_noise(run.seed, t, run.batch_size, cfg.halt_max_steps)
     tc = tw.torch_model.initial_carry(_t(x), _t(y))
     tw.torch_model.zero_grad(set_to_none=True)
     out_t = t_hrm.act_loss(tw.torch_model, tc, {k: _t(v) for k, v in noise.items()})
@@ -274,21 +223,21 @@ def _decision_cmp(name: str, ref: np.ndarray, cand: np.ndarray, ties: np.ndarray
     return _cmp("L3", f"{prefix}{name}", ref, cand, "L3.decision", note)
 
 
-def level_l2_l3(cfg: HRMConfig, q_head_scale: float = 0.0) -> list[Comparison]:
+def level_l2_l3(cfg: HRMConfig, run: HRMRun, q_head_scale: float = 0.0) -> list[Comparison]:
     """Loss, every trainable gradient (L2) and the ACT decisions (L3) of one train step.
 
     q_head_scale > 0 replaces the zero-initialised q-head weight by a random one of that std,
     so q_h != q_c and the halting decisions are exercised (at init they tie exactly)."""
-    state = canonical_init(cfg)
-    prefix = ""
+    state = canonical_init(cfg, run.seed)
+    prefix = "q-bias0." if cfg.q_head_bias_init == 0 else ""
     if q_head_scale > 0:
-        rng = np.random.default_rng([cfg.seed, 102])
+        rng = np.random.default_rng([run.seed, 102])
         w = rng.standard_normal(state["q_act_head.weight"].shape) * q_head_scale
         state["q_act_head.weight"] = w.astype(np.float32)
         state["q_act_head.bias"] = np.zeros(2, np.float32)
         prefix = "q-random."
-    tw = Twins.build(cfg, state)
-    out_t, (loss_j, out_j, grads_j) = _act_step_both(cfg, tw)
+    tw = _twins(cfg, state)
+    out_t, (loss_j, out_j, grads_j) = _act_step_both(cfg, run, tw)
     res = [_cmp("L2", f"{prefix}loss", out_t.loss, loss_j, "L2.loss")]
     for name in ("output_loss", "q_act_loss"):
         res.append(_cmp("L2", f"{prefix}{name}", out_t.metrics[name], out_j.metrics[name],
@@ -309,32 +258,32 @@ def level_l2_l3(cfg: HRMConfig, q_head_scale: float = 0.0) -> list[Comparison]:
     return res
 
 
-def level_l4(cfg: HRMConfig) -> list[Comparison]:
+def level_l4(cfg: HRMConfig, run: HRMRun) -> list[Comparison]:
     """One optimizer update from identical grads and non-zero moments (both frameworks)."""
-    tw = Twins.build(cfg)
-    rng = np.random.default_rng([cfg.seed, 101])
+    spec = _spec()
+    tw = _twins(cfg, seed=run.seed)
+    rng = np.random.default_rng([run.seed, 101])
     keys = [k for k, p in tw.torch_model.named_parameters() if p.requires_grad]
     g, m, v = grads_and_moments(rng, {k: tw.state[k].shape for k in keys})
     model = tw.torch_model
-    opt = t_optim.MLXAdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                           betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                           weight_decay=cfg.weight_decay)
+    opt = spec.torch_optimizer(model, run)
     named = dict(model.named_parameters())
     prime_torch_optimizer(opt, named, g, m, v, step=3)
     opt.step()
-    tab = table(cfg)
+    sub = spec.layout(cfg).params
 
     def to_tree(d: dict) -> dict:
-        return jax.tree_util.tree_map(jnp.asarray, tab.subtable("params").torch_to_tree(d))
+        return jax.tree_util.tree_map(jnp.asarray, sub.torch_to_tree(d))
 
-    jopt = f_optim.adamw_mlx(cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay)
-    state = f_optim.ScaleByAdamNoBCState(jnp.asarray(3, jnp.int32), to_tree(m), to_tree(v))
+    jopt = spec.jax_optimizer(run)
+    state = optax.tree_utils.tree_set(jopt.init(tw.params), count=jnp.asarray(3, jnp.int32),
+                                      mu=to_tree(m), nu=to_tree(v))
     updates, new_state = jopt.update(to_tree(g), state, tw.params)
     new_params = optax.apply_updates(tw.params, updates)
     res = []
     back = {"param": tw.jax_to_torch_layout(new_params),
-            "exp_avg": tab.subtable("params").tree_to_torch(new_state.mu),
-            "exp_avg_sq": tab.subtable("params").tree_to_torch(new_state.nu)}
+            "exp_avg": sub.tree_to_torch(new_state.mu),
+            "exp_avg_sq": sub.tree_to_torch(new_state.nu)}
     for k in keys:
         res.append(_cmp("L4", f"param.{k}", named[k].detach(), back["param"][k], "L4.optimizer"))
         for slot in ("exp_avg", "exp_avg_sq"):
@@ -343,16 +292,21 @@ def level_l4(cfg: HRMConfig) -> list[Comparison]:
     return res
 
 
-def levels(cfg: HRMConfig) -> dict[str, Callable[[], list[Comparison]]]:
-    """Level name -> thunk, in report order."""
-    full = FULL.replace(compute_dtype="float32", seed=cfg.seed)
+def levels(cfg: HRMConfig, run: HRMRun) -> dict[str, Callable[[], list[Comparison]]]:
+    """Level name -> thunk, in report order (L5 and L6 are generic: `parity.checks`).
+
+    L2/L3 run three starts: the canonical init, a random q head (halting decisions exercised),
+    and a zero q-head bias (every q logit exactly 0 at step 1: BCE's gradient at l = 0)."""
+    full = FULL.replace(compute_dtype="float32")
+    seed = run.seed
     return {
-        "L0": lambda: level_l0(cfg),
-        "L1": lambda: level_l1(cfg),
+        "L0": lambda: level_l0(cfg, seed),
+        "L1": lambda: level_l1(cfg, seed=seed),
         "L1-full": lambda: [dataclasses.replace(c, name=f"full.{c.name}")
-                            for c in level_l1(full, segments=(1, 2, 3), batch=2)],
-        "L1-bf16": lambda: level_l1_bf16(cfg) + [
-            dataclasses.replace(c, name=f"full.{c.name}") for c in level_l1_bf16(full)],
-        "L2/L3": lambda: level_l2_l3(cfg) + level_l2_l3(cfg, q_head_scale=0.5),
-        "L4": lambda: level_l4(cfg),
+                            for c in level_l1(full, segments=(1, 2, 3), batch=2, seed=seed)],
+        "L1-bf16": lambda: level_l1_bf16(cfg, seed=seed) + [
+            dataclasses.replace(c, name=f"full.{c.name}") for c in level_l1_bf16(full, seed=seed)],
+        "L2/L3": lambda: (level_l2_l3(cfg, run) + level_l2_l3(cfg, run, q_head_scale=0.5)
+                          + level_l2_l3(cfg.replace(q_head_bias_init=0.0), run)),
+        "L4": lambda: level_l4(cfg, run),
     }

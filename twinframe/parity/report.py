@@ -13,7 +13,7 @@ from typing import Any
 
 from twinframe.parity import tolerances
 from twinframe.parity.compare import Record
-from twinframe.parity.io import atomic_write
+from twinframe.store.io import atomic_write
 
 
 @dataclasses.dataclass

@@ -140,7 +140,23 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
         "(spec hrm §7 L5).",
     ),
     ("L5.params", "float32"): T(
-        "scaled", 0.0, 1e-4, "Parameters after N lockstep steps, relative to each leaf's scale.",
+        "scaled", 0.0, 1e-4, "Parameters after N lockstep steps, relative to each leaf's scale. "
+        "Used where each framework's own noise floor (L5.params_floor) is below this bound.",
+    ),
+    ("L5.params_floor", "float32"): T(
+        "scaled", 0.0, 2.0,
+        "Parameters after N lockstep steps where the measured noise floor exceeds L5.params: "
+        "each framework run against itself from a start moved by 1 ulp ends that far apart "
+        "(e.g. the zero-initialised HRM q head, whose gradient is a small difference of nearly "
+        "equal sigmoids that AdamW normalises, drifts 2.5e-4 relative on an H100, "
+        "docs/findings.md), so no f32 pair can agree better; the cross-framework difference "
+        "must stay within 2x that floor (the L1.chained rule). A real bug moves parameters by "
+        "far more (the contract suite's mutation test).",
+        scale_name="1ulp-start-floor",
+    ),
+    ("L5.mismatches", "float32"): T(
+        "exact", why="Count of lockstep decisions (halted masks, sampled tokens) that differ "
+        "between the frameworks: must be 0; the note names the first steps.",
     ),
     ("L6.roundtrip", "float32"): T(
         "exact", why="Conversion is a relabelling plus exact transposes: must be bit-exact.",

@@ -18,16 +18,16 @@ def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from twinframe import registry
-    from twinframe.parity.io import atomic_write
+    from twinframe.store.io import atomic_write
     from twinframe.training.bench import bench
 
     spec = registry.get(args.model)
-    cfg = spec.config(args.config)
-    r = bench(spec, cfg, args.steps, args.rounds)
-    unit = getattr(spec, "item_name", "items")
+    cfg, run = spec.config(args.config), spec.run_config(args.config)
+    r = bench(spec, cfg, run, args.steps, args.rounds)
     for fw in ("torch", "jax"):
         print(f"{args.model}/{fw:5s}: {r['steps_per_s'][fw]:8.2f} steps/s  "
-              f"{r['items_per_s'][fw]:9.1f} {unit}/s  (warmup {r['warmup_s'][fw]:.1f}s)")
+              f"{r['items_per_s'][fw]:9.1f} examples/s (batch {run.batch_size})  "
+              f"(warmup {r['warmup_s'][fw]:.1f}s)")
     print(f"JAX jit / torch eager speed ratio: {r['jax_over_torch']:.2f}x "
           f"({r['environment']['jax_devices'][0]})")
     out = Path(args.out) / f"{args.model}-{args.config}.json"

@@ -36,11 +36,11 @@ def main(args: argparse.Namespace) -> int:
     from twinframe.parity import checks
 
     spec = registry.get(args.model)
-    cfg = spec.config(args.config)
+    cfg, run = spec.config(args.config), spec.run_config(args.config)
     only = {s.strip() for s in args.levels.split(",") if s.strip()} or None
-    records = checks.run(spec, cfg, only=only, progress=lambda m: print(m, flush=True))
+    records = checks.run(spec, cfg, run, only=only, progress=lambda m: print(m, flush=True))
     if args.curve:
-        records += checks.run_curve(spec, cfg, args.curve).records
+        records += checks.run_curve(spec, cfg, run, args.curve).records
     print(format_table(records, args.failures_only))
     failed = [r for r in records if not r.passed]
     print(f"\n{args.model} [{args.config}]: {len(records) - len(failed)}/{len(records)} passed")

@@ -25,26 +25,27 @@ def main(args: argparse.Namespace) -> int:
     results = []
     for name in names:
         spec = registry.get(name)
-        cfg = spec.config(args.config)
+        cfg, run = spec.config(args.config), spec.run_config(args.config)
         print(f"[{name}] parity checks ({args.config}) ...", flush=True)
         t1 = time.perf_counter()
-        records = checks.run(spec, cfg, progress=lambda m: print("  " + m, flush=True))
+        records = checks.run(spec, cfg, run, progress=lambda m: print("  " + m, flush=True))
         curves: dict = {}
         runs = []
-        if args.curve and spec.curve is not None:
-            for lr in (cfg.lr, *spec.extra_curve_lrs):
+        if args.curve:
+            for lr in (run.lr, *spec.curve.extra_lrs):
                 label = f"@lr{lr:g}"
                 print(f"[{name}] {args.curve}-step lockstep training curve, lr {lr:g} ...",
                       flush=True)
-                runs.append(checks.run_curve(spec, cfg.replace(lr=lr), args.curve, label))
-        if args.switch and spec.trainer is not None:
+                runs.append(checks.run_curve(spec, cfg, run.replace(lr=lr), args.curve, label))
+        if args.switch:
             for src, dst in (("torch", "jax"), ("jax", "torch")):
                 print(f"[{name}] mid-training switch {src} -> {dst} ...", flush=True)
-                runs.append(checks.run_switch(spec, cfg, args.switch, src, dst))
+                runs.append(checks.run_switch(spec, cfg, run, args.switch, src, dst))
         for run in runs:
             records += run.records
             curves.update(run.curves)
-        results.append(report.ModelResult(name, args.config, cfg.to_dict(), records, curves,
+        results.append(report.ModelResult(name, args.config, {**cfg.to_dict(), **run.to_dict()},
+                                          records, curves,
                                           time.perf_counter() - t1))
         failed = sum(not r.passed for r in records)
         print(f"[{name}] {len(records) - failed}/{len(records)} passed", flush=True)

@@ -27,10 +27,10 @@ def main(args: argparse.Namespace) -> int:
     from twinframe.training.loop import train
 
     spec = registry.get(args.model)
-    cfg = spec.config(args.config)
+    cfg, run = spec.config(args.config), spec.run_config(args.config)
     if args.lr is not None:
-        cfg = cfg.replace(lr=args.lr)
-    trainer, records = train(spec, cfg, args.framework, args.steps, args.out, args.every,
+        run = run.replace(lr=args.lr)
+    trainer, records = train(spec, cfg, run, args.framework, args.steps, args.out, args.every,
                              args.keep, args.resume, show_progress=not args.no_progress)
     if records:
         last = records[-1]
@@ -39,7 +39,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"{args.model}/{args.framework}: step {trainer.t}, loss {last['loss']:.4f}, "
               f"{1.0 / mean:.1f} steps/s (mean after the first step), "
               f"checkpoints in {args.out}/")
-    if args.eval and hasattr(trainer, "evaluate"):
+    if args.eval and spec.evaluate is not None:
         import json
         import logging
 
@@ -48,4 +48,5 @@ def main(args: argparse.Namespace) -> int:
         for name, m in results.items():
             shown = {k: round(v, 4) for k, v in m.items() if isinstance(v, float)}
             print(f"eval {name}: {shown}")
+    trainer.close()
     return 0

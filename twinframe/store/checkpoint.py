@@ -2,7 +2,7 @@
 
 torch: `checkpoint-{t}.pt` (full train state: model state_dict, the optimizer's own
 `state_dict()` with `param_names`, carry, host state, config; loadable with
-`torch.load(weights_only=True)`) plus `checkpoint-{t}.safetensors` (model only, spec §6.5).
+`torch.load(weights_only=True)`) plus `checkpoint-{t}.safetensors` (model only, spec hrm.md §6.5).
 JAX: orbax directory `checkpoint-{t}/` with `tree/` = {model, opt, carry} and `twinframe.json`
 = {model, config, host, framework}.
 """
@@ -18,40 +18,42 @@ from typing import Any
 import numpy as np
 
 from twinframe.errors import CheckpointError
-from twinframe.parity import io
+from twinframe.store import io
 
 PATTERN = re.compile(r"^checkpoint-(\d+)(\.pt|\.safetensors)?$")
 FORMAT = "twinframe-train/1"
 
 
-def _torch_optimizer_dict(opt: dict[str, Any], cfg: dict) -> dict[str, Any]:
-    """Named moments -> torch's own optimizer state_dict layout (+ param_names)."""
+def _torch_optimizer_dict(opt: dict[str, Any]) -> dict[str, Any]:
+    """Named optimizer state {scalar counters, slot: {name: moment}} -> torch's own optimizer
+    state_dict layout (index-keyed state, one param group) + `param_names`."""
     import torch
 
-    names = list(opt["exp_avg"])
-    state = {i: {"step": torch.tensor(float(opt["step"])),
-                 "exp_avg": torch.from_numpy(np.ascontiguousarray(opt["exp_avg"][n])),
-                 "exp_avg_sq": torch.from_numpy(np.ascontiguousarray(opt["exp_avg_sq"][n]))}
+    slots = {k: v for k, v in opt.items() if isinstance(v, dict)}
+    scalars = {k: v for k, v in opt.items() if not isinstance(v, dict)}
+    names = list(next(iter(slots.values()), {}))
+    state = {i: {**{k: torch.tensor(float(v)) for k, v in scalars.items()},
+                 **{k: torch.from_numpy(np.ascontiguousarray(slots[k][n])) for k in slots}}
              for i, n in enumerate(names)}
-    group = {"lr": cfg.get("lr"), "betas": (cfg.get("beta1"), cfg.get("beta2")),
-             "eps": cfg.get("eps"), "weight_decay": cfg.get("weight_decay"),
-             "params": list(range(len(names)))}
-    return {"state": state, "param_groups": [group], "param_names": names}
+    return {"state": state, "param_groups": [{"params": list(range(len(names)))}],
+            "param_names": names, "scalars": sorted(scalars)}
 
 
-def _named_moments(sd: dict[str, Any]) -> dict[str, Any]:
-    """torch optimizer state_dict (index-keyed, with param_names) -> named moments."""
-    names = sd.get("param_names")
+def _named_optimizer(sd: dict[str, Any]) -> dict[str, Any]:
+    """torch optimizer state_dict (index-keyed, with param_names) -> named state."""
+    names, scalars = sd.get("param_names"), sd.get("scalars", [])
     if not names:
         raise CheckpointError("optimizer state has no param_names: cannot map moments")
-    out: dict[str, Any] = {"step": 0.0, "exp_avg": {}, "exp_avg_sq": {}}
+    out: dict[str, Any] = {k: 0.0 for k in scalars}
     for i, n in enumerate(names):
         st = sd["state"].get(i) or sd["state"].get(str(i))
         if st is None:
             raise CheckpointError(f"optimizer state missing for parameter '{n}'")
-        out["step"] = float(st["step"])
-        for slot in ("exp_avg", "exp_avg_sq"):
-            out[slot][n] = io.to_numpy(st[slot]).astype(np.float32)
+        for k, v in st.items():
+            if k in scalars:
+                out[k] = float(v)
+            else:
+                out.setdefault(k, {})[n] = io.to_numpy(v).astype(np.float32)
     return out
 
 
@@ -68,7 +70,8 @@ def save(ckpt_dir: str | Path, state: dict[str, Any], keep: int = 3) -> Path:
             "format": FORMAT, "model_name": name, "framework": fw,
             "config": json.dumps(state["config"]), "host": host_json,
             "model": {k: io.from_numpy(v, "float32") for k, v in state["model"].items()},
-            "optimizer": _torch_optimizer_dict(state["opt"], state["config"]),
+            "run": json.dumps(state.get("run", {})),
+            "optimizer": _torch_optimizer_dict(state["opt"]),
             "carry": {k: torch.from_numpy(np.array(v, np.float32)) for k, v in
                       state["carry"].items()},
         }
@@ -79,7 +82,8 @@ def save(ckpt_dir: str | Path, state: dict[str, Any], keep: int = 3) -> Path:
         path = ckpt_dir / f"checkpoint-{t}"
         tree = {"model": state["model"], "opt": state["opt"], "carry": state["carry"]}
         io.write_jax(path, tree, name, state["config"],
-                     {"format": FORMAT, "framework": fw, "host": state["host"]})
+                     {"format": FORMAT, "framework": fw, "host": state["host"],
+                      "run": state.get("run", {})})
     _rotate(ckpt_dir, keep)
     return path
 
@@ -119,8 +123,9 @@ def load(path: str | Path) -> dict[str, Any]:
             raise CheckpointError(f"{path}: not a twinframe train state (model weights only?)")
         try:
             return {"framework": "torch", "model_name": extras["model"],
-                    "config": extras["config"], "host": json.loads(extras["host"]),
-                    "model": model, "opt": _named_moments(extras["optimizer"]),
+                    "config": extras["config"], "run": json.loads(extras.get("run", "{}")),
+                    "host": json.loads(extras["host"]),
+                    "model": model, "opt": _named_optimizer(extras["optimizer"]),
                     "carry": {k: io.to_numpy(v) for k, v in extras["carry"].items()}}
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{path}: incomplete train state ({e})") from None
@@ -128,5 +133,5 @@ def load(path: str | Path) -> dict[str, Any]:
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a twinframe train state")
     return {"framework": "jax", "model_name": meta["model"], "config": meta["config"],
-            "host": meta["host"], "model": tree["model"], "opt": tree["opt"],
-            "carry": tree["carry"]}
+            "run": meta.get("run", {}), "host": meta["host"], "model": tree["model"],
+            "opt": tree["opt"], "carry": tree.get("carry", {})}

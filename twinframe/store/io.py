@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from twinframe.errors import CheckpointError
-from twinframe.parity.convert import flatten_tree, normalize_tree_keys, path_str, unflatten_tree
+from twinframe.models.layout import flatten_tree, normalize_tree_keys, path_str, unflatten_tree
 
 TORCH_SUFFIXES = (".safetensors", ".pt", ".pth")
 JAX_SUFFIXES = (".npz", ".orbax", "")
@@ -77,16 +77,11 @@ def read_torch(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]
     """-> (state {key: array}, extras). extras holds `config`/`model` and for `.pt` train states
     everything besides the model (optimizer, step, ...)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
     if path.suffix == ".safetensors":
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no such file")
         return _read_safetensors(path)
-    import torch
-
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling/zip error becomes one line
-        raise CheckpointError(f"{path}: not a loadable torch file ({_first_line(e)})") from None
+    obj = torch_load(path)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict, found {type(obj).__name__}")
     extras: dict[str, Any] = {}
@@ -100,6 +95,18 @@ def read_torch(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]
     return {k: to_numpy(v) for k, v in obj.items()}, extras
 
 
+def torch_load(path: Path) -> Any:
+    """`torch.load(weights_only=True)` on CPU; any failure is one CheckpointError line."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling/zip error becomes one line
+        raise CheckpointError(f"{path}: not a loadable torch file ({first_line(e)})") from None
+
+
 def _read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     from safetensors import safe_open
 
@@ -108,7 +115,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]
             meta = f.metadata() or {}
             state = {k: to_numpy(f.get_tensor(k)) for k in f.keys()}  # noqa: SIM118
     except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"{path}: not a valid safetensors file ({_first_line(e)})") from None
+        raise CheckpointError(f"{path}: not a valid safetensors file ({first_line(e)})") from None
     extras: dict[str, Any] = {}
     if "config" in meta:
         try:
@@ -161,7 +168,7 @@ def read_jax(path: str | Path) -> tuple[dict, dict[str, Any]]:
         with ocp.StandardCheckpointer() as ckptr:
             tree = ckptr.restore((path / "tree").absolute())
     except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"{path}: unreadable orbax checkpoint ({_first_line(e)})") from None
+        raise CheckpointError(f"{path}: unreadable orbax checkpoint ({first_line(e)})") from None
     tree = jax_tree_to_numpy(normalize_tree_keys(tree))
     return tree, meta
 
@@ -173,7 +180,7 @@ def _read_npz(path: Path) -> tuple[dict, dict[str, Any]]:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"{path}: not a valid .npz file ({_first_line(e)})") from None
+        raise CheckpointError(f"{path}: not a valid .npz file ({first_line(e)})") from None
     meta_raw = arrays.pop("__twinframe__", None)
     meta = json.loads(bytes(meta_raw).decode()) if meta_raw is not None else {}
     flat = {tuple(k.split("/")): v for k, v in arrays.items()}
@@ -215,6 +222,6 @@ def jax_tree_to_numpy(tree: Any) -> Any:
     return unflatten_tree({k: np.asarray(v) for k, v in flat.items()})
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return (text[0] if text else type(e).__name__)[:200]

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from twinframe.models.hrm import HRMConfig, canonical_init
+from twinframe.models.hrm import HRMConfig, HRMRun, canonical_init
 from twinframe.torch_ref.layers import (
     CastedLinear,
     PostNormBlock,
@@ -20,6 +20,7 @@ from twinframe.torch_ref.layers import (
     binary_cross_entropy_with_logits,
     load_numpy_state,
 )
+from twinframe.torch_ref.optim import MLXAdamW
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -77,7 +78,7 @@ class Reasoner(nn.Module):
 
 
 class HRM(nn.Module):
-    """The inner model. Initialised from the canonical NumPy init of `cfg.seed` unless `state`."""
+    """The inner model. Initialised from `state` (default: the canonical NumPy init, seed 0)."""
 
     def __init__(self, cfg: HRMConfig, state: dict | None = None) -> None:
         super().__init__()
@@ -182,3 +183,9 @@ def act_loss(model: HRM, carry: HRMCarry, noise: dict[str, torch.Tensor]) -> Ste
     }
     new_carry = HRMCarry(out.z_H, out.z_L, nxt, carry.inputs, carry.targets)
     return StepOut(loss, new_carry, halted, seq_correct, is_last, target_c, metrics)
+
+
+def make_optimizer(model: nn.Module, run: HRMRun) -> MLXAdamW:
+    """MLX AdamW (spec hrm.md §6.3) over the trained parameters, hyper-parameters from the run."""
+    return MLXAdamW([p for p in model.parameters() if p.requires_grad], lr=run.lr,
+                    betas=(run.beta1, run.beta2), eps=run.eps, weight_decay=run.weight_decay)

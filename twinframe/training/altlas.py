@@ -3,7 +3,7 @@
 bookkeeping, parity-mode Gumbel noise) driving a torch or JAX engine.
 
 One update k (0-based; `host.t` = updates done so far):
-1. host noise g = `gumbel_noise(cfg.seed, k, B, T, V)` (§3.3 parity mode) -> engine `generate`
+1. host noise g = `gumbel_noise(run.seed, k, B, T, V)` (§3.3 parity mode) -> engine `generate`
    (B episodes, tokens int32 [B, T], valid bool [B, T]);
 2. host: decode -> safety -> fingerprint / duplicate policy -> sandbox (cached) -> scorer
    (score f64 [B], NaN where not scored) -> `prepare_update` (advantages, weights, beta, new
@@ -14,27 +14,27 @@ One update k (0-based; `host.t` = updates done so far):
 Both frameworks receive the same noise array, so with equal weights they sample equal tokens
 and the sandbox runs each distinct program once (result cache keyed by SHA-256 of the code).
 
-Train states follow `training.checkpoint` / `parity.files.convert_train_state`:
-- torch: model = state_dict {name: [out, in] f32}; opt = {"step": float, "exp_avg": {name: m},
-  "exp_avg_sq": {name: v}} keyed by state-dict names (= `named_parameters()` order);
-- JAX:   model = {"params": tree} (the parity table's 'params' root); opt = {"count": int32,
-  "mu": tree, "nu": tree} (the `optax.adam`-shaped state of `functional.altlas.torch_adam`);
-- carry = {"update_index": int32 scalar} in both (the RNN state is zero at the start of every
-  episode, so nothing else needs carrying; the entry exists because orbax drops empty dicts and
-  `checkpoint.load` expects a "carry" tree) — checked against host["t"] on import;
-- host = `AltLASHost.state_dict()` (JSON): t, task name, learner state, fingerprints, ...
+Train states follow the declared layout (`models.altlas.layout`): torch model = state_dict,
+opt = torch Adam's exp_avg / exp_avg_sq by state-dict key + step; JAX model = {"params": tree},
+opt = {count, mu, nu} read from the optax state by field name; no carry (the RNN state is zero
+at the start of every episode); host = `AltLASHost.state_dict()` (JSON): t, task name, learner
+state, fingerprints, ...
 
 Choices where the spec is silent (ours):
-- Default task `benchmark_add_two_numbers` (expected stdout "8"; shortest `v1_63` solution
-  `print ( 8 )`, 4 tokens + EOS, spec §5.1 table) — the easiest solvable published task.
-- Executor wall timeout = min(cfg.timeout, 2 s) (§5.3 recommends 2 s for training); the result
+- Default task (`AltLASRun.task`) `benchmark_add_two_numbers` (expected stdout "8"; shortest
+  `v1_63` solution `print ( 8 )`, 4 tokens + EOS, spec §5.1 table): the easiest solvable task.
+- Executor wall timeout = min(run.timeout, 2 s) (§5.3 recommends 2 s for training); the result
   cache is not saved (results are deterministic; a program running close to the timeout could in
   principle flip between `success` and `timeout` after a resume — a cache miss re-runs it).
-- The stop condition (`cfg.stop_on`, `cfg.max_attempts`, §6 item 4) is evaluated and reported
+- The stop condition (`run.stop_on`, `run.max_attempts`, §6 item 4) is evaluated and reported
   as `stop` in every record, but training is not halted: the generic driver runs the requested
   number of steps.
 - The torch engine runs on CPU (`torch_ref.altlas.generate` builds its per-step tensors on the
   CPU); JAX uses its default device.
+- Lockstep (both engines on one host, `training.runner.Lockstep`): the host consumes the
+  first engine's (torch's) tokens; both engines learn on them with the same host-prepared
+  advantages, weights and beta, so the stream stays aligned after a token mismatch; a
+  mismatch counts the episodes whose token rows differ.
 - An update with B_eff = 0 is skipped on the host in both frameworks (no engine call); its
   record has loss = policy_term = entropy_term = grad_norm = 0.0 and `update_skipped` = True.
 - Rewards in records are the raw scorer outputs r (not r~); `mean_reward` / `max_reward` are
@@ -47,28 +47,32 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import math
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from twinframe.contract import StepResult
 from twinframe.errors import CheckpointError, ConfigError
 from twinframe.models.altlas import (
     AltLASConfig,
+    AltLASRun,
     LearnerState,
     UpdateInputs,
-    canonical_init,
     gumbel_noise,
     prepare_update,
 )
 from twinframe.tasks import altlas as tasks
+from twinframe.training.engine import JaxEngine, TorchEngine
+
+if TYPE_CHECKING:
+    from twinframe.contract import ModelSpec
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TASK = "benchmark_add_two_numbers"
 TRAIN_TIMEOUT_CAP_S = 2.0
 EVAL_STREAM = 0xE7A1  # SeedSequence([seed, EVAL_STREAM]) for `evaluate` noise (ours)
 SAMPLE_CODE_CHARS = 200
@@ -131,15 +135,16 @@ class AltLASHost:
     learner bookkeeping (baseline EMA, reward statistics, attempts, successes) and update index.
 
     Args:
-        cfg: the run config (batch size B = cfg.batch_size, T = cfg.max_gen_len).
-        task: task name from the bundled task file (default `benchmark_add_two_numbers`).
-        timeout: sandbox wall timeout in s (default min(cfg.timeout, 2.0)).
+        cfg, run: model and run configs (B = run.batch_size, T = cfg.max_gen_len, task =
+            run.task, a name from the bundled task file).
+        timeout: sandbox wall timeout in s (default min(run.timeout, 2.0)).
         workers: sandbox worker threads (default: one per CPU core).
     """
 
-    def __init__(self, cfg: AltLASConfig, task: str = DEFAULT_TASK, timeout: float | None = None,
+    def __init__(self, cfg: AltLASConfig, run: AltLASRun, timeout: float | None = None,
                  workers: int | None = None) -> None:
-        self.cfg = cfg
+        self.cfg, self.run = cfg, run
+        task = run.task
         self.task = tasks.load_task(task)
         if not self.task.is_python:
             raise ConfigError(f"task {task!r} targets {self.task.target_language}; the sandbox "
@@ -148,9 +153,9 @@ class AltLASHost:
         if self.tokenizer.vocab_size != cfg.vocab_size:
             raise ConfigError(f"vocab {cfg.vocab} has {self.tokenizer.vocab_size} tokens, config "
                               f"says {cfg.vocab_size}")
-        self.scorer = tasks.get_scorer(cfg.scorer)
-        self.tracker = tasks.DuplicateTracker(cfg.duplicate_policy)
-        t_out = min(cfg.timeout, TRAIN_TIMEOUT_CAP_S) if timeout is None else float(timeout)
+        self.scorer = tasks.get_scorer(run.scorer)
+        self.tracker = tasks.DuplicateTracker(run.duplicate_policy)
+        t_out = min(run.timeout, TRAIN_TIMEOUT_CAP_S) if timeout is None else float(timeout)
         self.executor = tasks.Executor(timeout=t_out, workers=workers)
         self.t = 0
         self.learner = LearnerState()
@@ -161,8 +166,8 @@ class AltLASHost:
 
     def noise(self) -> np.ndarray:
         """Gumbel noise of update k = self.t: f32 [B, T, V] (§3.3 parity mode)."""
-        c = self.cfg
-        return gumbel_noise(c.seed, self.t, c.batch_size, c.max_gen_len, c.vocab_size)
+        c, r = self.cfg, self.run
+        return gumbel_noise(r.seed, self.t, r.batch_size, c.max_gen_len, c.vocab_size)
 
     # -- item 2: decode, safety, duplicates, sandbox, scorer --------------------------------
 
@@ -206,7 +211,8 @@ class AltLASHost:
                 ) -> UpdateInputs:
         """§4.1/§4.3 host side from tokens int [B, T], valid bool [B, T]: advantages, weights,
         beta and the learner state after update k."""
-        return prepare_update(batch.scores, batch.keep, tokens, valid, self.learner, self.cfg)
+        return prepare_update(batch.scores, batch.keep, tokens, valid, self.learner, self.cfg,
+                              self.run)
 
     # -- item 4: bookkeeping ---------------------------------------------------------------
 
@@ -214,7 +220,7 @@ class AltLASHost:
         """Adopt the new learner state, record successes, advance k. Returns the batch's
         success count."""
         self.learner = upd.state
-        ok = np.nan_to_num(batch.scores, nan=-math.inf) >= self.cfg.success_threshold
+        ok = np.nan_to_num(batch.scores, nan=-math.inf) >= self.run.success_threshold
         for b in np.flatnonzero(ok):
             fp = batch.fingerprints[b]
             if fp is not None and fp not in self.success_fps:
@@ -226,8 +232,8 @@ class AltLASHost:
 
     @property
     def stop_reached(self) -> bool:
-        """`cfg.stop_on` satisfied or attempts >= `cfg.max_attempts` (§6 item 4)."""
-        c, ls = self.cfg, self.learner
+        """`run.stop_on` satisfied or attempts >= `run.max_attempts` (§6 item 4)."""
+        c, ls = self.run, self.learner
         if ls.attempts >= c.max_attempts:
             return True
         if c.stop_on == "first_success":
@@ -235,6 +241,29 @@ class AltLASHost:
         if c.stop_on.startswith("converge:"):
             return len(self.success_fps) >= int(c.stop_on.partition(":")[2])
         return False
+
+    # -- one step over one or more engines -------------------------------------------------
+
+    def step(self, engines: Sequence[AltLASTorchEngine | AltLASJaxEngine]) -> StepResult:
+        """§6 items 1-5. engines[0]'s tokens are executed, scored and learned on by all."""
+        t0 = time.perf_counter()
+        noise = self.noise()
+        rolls = [e.generate(noise) for e in engines]
+        r0 = rolls[0]
+        t1 = time.perf_counter()
+        batch = self.assess(r0.tokens)
+        upd = self.prepare(batch, r0.tokens, r0.valid)
+        t2 = time.perf_counter()
+        learns = [e.learn(r0.tokens, r0.valid, upd) for e in engines]
+        t3 = time.perf_counter()
+        n_ok = self.finish(batch, upd)
+        times = {"generate_s": t1 - t0, "execute_s": t2 - t1, "learn_s": t3 - t2,
+                 "step_time_s": time.perf_counter() - t0}
+        bad = sum(int((r.tokens != r0.tokens).any(axis=1).sum()) for r in rolls[1:])
+        records = [log_record(self, batch, r, upd, lo, n_ok, times)
+                   for r, lo in zip(rolls, learns, strict=True)]
+        note = f"{bad} episode(s) with token mismatches" if bad else ""
+        return StepResult(records, bad, note)
 
     # -- persistence -----------------------------------------------------------------------
 
@@ -255,7 +284,7 @@ class AltLASHost:
                                   f"'{self.task.name}'")
         self.t = int(s["t"])
         self.learner = LearnerState(**s["learner"])
-        self.tracker = tasks.DuplicateTracker(self.cfg.duplicate_policy, seen=s["fingerprints"])
+        self.tracker = tasks.DuplicateTracker(self.run.duplicate_policy, seen=s["fingerprints"])
         self.success_fps = list(s["success_fingerprints"])
         self.best_score = -math.inf if s["best_score"] is None else float(s["best_score"])
 
@@ -276,20 +305,17 @@ def _learn_metrics(loss: float, pol: float, ent: float, norm: float, skipped: bo
 SKIPPED = _learn_metrics(0.0, 0.0, 0.0, 0.0, True)
 
 
-class TorchEngine:
+class AltLASTorchEngine(TorchEngine):
     """Eager PyTorch (CPU): `AltLAS_RNN` + torch Adam (§4.2)."""
 
-    framework = "torch"
+    CPU_ONLY = True
 
-    def __init__(self, cfg: AltLASConfig, state: dict[str, np.ndarray] | None = None) -> None:
-        import torch
-
+    def __init__(self, spec: ModelSpec, cfg: AltLASConfig, run: AltLASRun,
+                 state: dict[str, np.ndarray] | None = None) -> None:
+        super().__init__(spec, cfg, run, state)
         from twinframe.torch_ref import altlas as t_alt
 
-        self.cfg, self.torch, self.t_alt = cfg, torch, t_alt
-        self.model = t_alt.AltLAS_RNN(cfg, canonical_init(cfg) if state is None else state)
-        self.opt = t_alt.make_optimizer(self.model, cfg)
-        self.names = [k for k, _ in self.model.named_parameters()]
+        self.t_alt = t_alt
 
     def generate(self, noise: np.ndarray) -> HostRollout:
         """noise f32 [B, T, V] -> B episodes (eval mode, no grad)."""
@@ -305,61 +331,23 @@ class TorchEngine:
         lo = self.t_alt.learn_step(
             self.model, self.opt, torch.from_numpy(np.ascontiguousarray(tokens)),
             torch.from_numpy(np.ascontiguousarray(valid)), torch.from_numpy(upd.advantages),
-            torch.from_numpy(upd.weights), torch.tensor(upd.beta))
+            torch.from_numpy(upd.weights), torch.tensor(upd.beta),
+            grad_clip_norm=self.run.grad_clip_norm)
         return _learn_metrics(lo.loss, lo.policy_term, lo.entropy_term, lo.grad_norm, lo.skipped)
 
-    def export_state(self) -> dict[str, Any]:
-        """{'model': state_dict, 'opt': {'step', 'exp_avg': {name: m}, 'exp_avg_sq': {...}}}:
-        torch layout, NumPy float32 leaves; zeros and step 0 before the first update."""
-        named = dict(self.model.named_parameters())
-        model = {k: v.detach().numpy().copy() for k, v in self.model.state_dict().items()}
-        states = [self.opt.state.get(named[n], {}) for n in self.names]
-        step = float(states[0]["step"]) if states[0] else 0.0
-        opt: dict[str, Any] = {"step": step, "exp_avg": {}, "exp_avg_sq": {}}
-        for n, st in zip(self.names, states, strict=True):
-            for slot in ("exp_avg", "exp_avg_sq"):
-                opt[slot][n] = (st[slot].detach().numpy().copy() if st else
-                                np.zeros(tuple(named[n].shape), np.float32))
-        return {"model": model, "opt": opt}
 
-    def import_state(self, s: dict[str, Any]) -> None:
-        from twinframe.torch_ref.layers import load_numpy_state
+class AltLASJaxEngine(JaxEngine):
+    """JAX: jitted `generate` (lax.scan) and the jitted, donated train step (loss, grads,
+    clip + Adam as one optax chain)."""
 
-        torch = self.torch
-        load_numpy_state(self.model, {k: np.asarray(v, np.float32) for k, v in
-                                      s["model"].items()})
-        self.opt = self.t_alt.make_optimizer(self.model, self.cfg)
-        o = s["opt"]
-        step = float(np.asarray(o["step"]))
-        if step > 0:
-            named = dict(self.model.named_parameters())
-            for n in self.names:
-                self.opt.state[named[n]] = {
-                    "step": torch.tensor(step, dtype=torch.float32),
-                    "exp_avg": torch.from_numpy(np.array(o["exp_avg"][n], np.float32)),
-                    "exp_avg_sq": torch.from_numpy(np.array(o["exp_avg_sq"][n], np.float32)),
-                }
-
-    def params_torch_layout(self) -> dict[str, np.ndarray]:
-        return {k: v.detach().numpy().copy() for k, v in self.model.state_dict().items()}
-
-
-class JaxEngine:
-    """JAX: jitted `generate` (lax.scan) and jitted `train_step` (loss, grads, clip, Adam)."""
-
-    framework = "jax"
-
-    def __init__(self, cfg: AltLASConfig, state: dict[str, np.ndarray] | None = None) -> None:
-        import jax
-        import jax.numpy as jnp
-
+    def __init__(self, spec: ModelSpec, cfg: AltLASConfig, run: AltLASRun,
+                 state: dict[str, np.ndarray] | None = None) -> None:
+        super().__init__(spec, cfg, run, state)
         from twinframe.functional import altlas as f_alt
-        from twinframe.parity import altlas as p_alt
 
-        self.cfg, self.jax, self.jnp, self.f_alt, self.p_alt = cfg, jax, jnp, f_alt, p_alt
+        self.f_alt = f_alt
         self.fns = f_alt.jitted(cfg)
-        self.params = p_alt.params_to_jax(canonical_init(cfg) if state is None else state, cfg)
-        self.opt_state = f_alt.make_optimizer(cfg).init(self.params)
+        self._step = _train_step(spec, cfg, run)
 
     def generate(self, noise: np.ndarray) -> HostRollout:
         """noise f32 [B, T, V] -> B episodes."""
@@ -368,47 +356,23 @@ class JaxEngine:
                                                       r.logp_model, r.entropy)))
 
     def learn(self, tokens: np.ndarray, valid: np.ndarray, upd: UpdateInputs) -> dict[str, Any]:
-        """One update (jitted train_step) on tokens int32 [B, T], valid bool [B, T]."""
+        """One update (jitted, donated train step) on tokens int32 [B, T], valid bool [B, T]."""
         if upd.skip:
             return dict(SKIPPED)
         jnp = self.jnp
-        self.params, self.opt_state, lo = self.fns.train_step(
-            self.params, self.opt_state, jnp.asarray(tokens, jnp.int32), jnp.asarray(valid),
-            jnp.asarray(upd.advantages), jnp.asarray(upd.weights), jnp.float32(upd.beta))
+        batch = self.f_alt.LearnBatch(jnp.asarray(tokens, jnp.int32), jnp.asarray(valid),
+                                      jnp.asarray(upd.advantages), jnp.asarray(upd.weights),
+                                      jnp.float32(upd.beta))
+        self.params, self.opt_state, lo = self._step(self.params, self.opt_state, batch)
         lo = self.jax.device_get(lo)
         return _learn_metrics(float(lo.loss), float(lo.policy_term), float(lo.entropy_term),
                               float(lo.grad_norm), bool(lo.skipped))
 
-    def export_state(self) -> dict[str, Any]:
-        """{'model': {'params': tree}, 'opt': {'count', 'mu', 'nu'}} (NumPy leaves)."""
-        get = self.jax.device_get
-        adam = self.opt_state[0]
-        return {"model": {"params": get(self.params)},
-                "opt": {"count": np.asarray(get(adam.count), np.int32), "mu": get(adam.mu),
-                        "nu": get(adam.nu)}}
 
-    def import_state(self, s: dict[str, Any]) -> None:
-        import optax
-
-        from twinframe.parity.convert import normalize_tree_keys
-
-        jax, jnp = self.jax, self.jnp
-
-        def dev(tree: Any) -> Any:
-            return jax.tree_util.tree_map(lambda x: jnp.array(x, jnp.float32),
-                                          normalize_tree_keys(tree))
-
-        self.params = dev(s["model"]["params"])
-        o = s["opt"]
-        count = jnp.asarray(int(np.asarray(o["count"])), jnp.int32)
-        self.opt_state = (optax.ScaleByAdamState(count=count, mu=dev(o["mu"]), nu=dev(o["nu"])),
-                          optax.EmptyState())
-
-    def params_torch_layout(self) -> dict[str, np.ndarray]:
-        return self.p_alt.params_to_torch(self.jax.device_get(self.params), self.cfg)
-
-
-ENGINES = {"torch": TorchEngine, "jax": JaxEngine}
+@functools.lru_cache(maxsize=8)
+def _train_step(spec: ModelSpec, cfg: AltLASConfig, run: AltLASRun) -> Any:
+    """One compiled train step per config pair, shared by every engine of the process."""
+    return spec.make_train_step(cfg, spec.jax_optimizer(run))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,136 +412,40 @@ def log_record(host: AltLASHost, batch: EpisodeBatch, rollout: HostRollout,
     }
 
 
-class AltLASTrainer:
-    """Host loop + one engine. `train_step()` runs §6 items 1-5 and returns the log record.
-
-    Args:
-        cfg: run config; framework: 'torch' or 'jax'.
-        task: task name (default `benchmark_add_two_numbers`, stdout "8", solution
-            `print ( 8 )`); timeout / workers: sandbox settings (see `AltLASHost`).
-    """
-
-    model_name = "altlas"
-
-    def __init__(self, cfg: AltLASConfig, framework: str, task: str = DEFAULT_TASK,
-                 timeout: float | None = None, workers: int | None = None) -> None:
-        self.cfg = cfg
-        self.framework = framework
-        self.host = AltLASHost(cfg, task, timeout, workers)
-        self.engine = ENGINES[framework](cfg)
-
-    @property
-    def t(self) -> int:
-        return self.host.t
-
-    def train_step(self) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        rollout = self.engine.generate(self.host.noise())
-        t1 = time.perf_counter()
-        batch = self.host.assess(rollout.tokens)
-        upd = self.host.prepare(batch, rollout.tokens, rollout.valid)
-        t2 = time.perf_counter()
-        learn = self.engine.learn(rollout.tokens, rollout.valid, upd)
-        t3 = time.perf_counter()
-        n_ok = self.host.finish(batch, upd)
-        times = {"generate_s": t1 - t0, "execute_s": t2 - t1, "learn_s": t3 - t2,
-                 "step_time_s": time.perf_counter() - t0}
-        return log_record(self.host, batch, rollout, upd, learn, n_ok, times)
-
-    def export_state(self) -> dict[str, Any]:
-        """Full train state in this framework's layout (+ carry, host state and config)."""
-        return {**self.engine.export_state(),
-                "carry": {"update_index": np.asarray(self.host.t, np.int32)},
-                "host": json.loads(json.dumps(self.host.state_dict())),
-                "config": self.cfg.to_dict(), "framework": self.framework,
-                "model_name": self.model_name}
-
-    def import_state(self, s: dict[str, Any]) -> None:
-        k = int(round(float(np.asarray(s["carry"]["update_index"]))))
-        if k != int(s["host"]["t"]):
-            raise CheckpointError(f"train state is inconsistent: carry update_index {k}, host t "
-                                  f"{s['host']['t']}")
-        self.engine.import_state(s)
-        self.host.load_state_dict(s["host"])
-
-    def params_torch_layout(self) -> dict[str, np.ndarray]:
-        return self.engine.params_torch_layout()
-
-    def evaluate(self, n: int) -> dict[str, dict[str, Any]]:
-        """Current policy on the task, no learning, no duplicate tracking: n sampled episodes
-        (noise from SeedSequence([seed, EVAL_STREAM]), the same every call) and the greedy
-        (zero-noise, argmax) episode."""
-        c = self.cfg
-        T, V = c.max_gen_len, c.vocab_size
-        gen = np.random.Generator(np.random.PCG64(np.random.SeedSequence([c.seed, EVAL_STREAM])))
+def evaluate(engine: AltLASTorchEngine | AltLASJaxEngine, cfg: AltLASConfig, run: AltLASRun,
+             n: int) -> dict[str, dict[str, Any]]:
+    """The engine's current policy on the run's task, no learning, no duplicate tracking: n
+    sampled episodes (noise from SeedSequence([seed, EVAL_STREAM]), the same every call) and
+    the greedy (zero-noise, argmax) episode."""
+    host = AltLASHost(cfg, run)
+    try:
+        T, V = cfg.max_gen_len, cfg.vocab_size
+        gen = np.random.Generator(np.random.PCG64(np.random.SeedSequence([run.seed,
+                                                                          EVAL_STREAM])))
         u = np.maximum(gen.uniform(size=(n, T, V)), np.finfo(np.float32).tiny)
         noise = (-np.log(-np.log(u))).astype(np.float32)
         out: dict[str, dict[str, Any]] = {}
         for name, g in (("sampled", noise), ("greedy", np.zeros((1, T, V), np.float32))):
-            r = self.engine.generate(g)
-            codes = self.host.decode(r.tokens)
+            r = engine.generate(g)
+            codes = host.decode(r.tokens)
             safe = [bool(tasks.check_safety(x)) for x in codes]
             scores = np.zeros(len(codes))
             idx = [i for i, s in enumerate(safe) if s]
             if idx:
-                scores[idx] = self.host.score_codes([codes[i] for i in idx])[0]
-            out[name] = {"success_rate": float(np.mean(scores >= c.success_threshold)),
+                scores[idx] = host.score_codes([codes[i] for i in idx])[0]
+            out[name] = {"success_rate": float(np.mean(scores >= run.success_threshold)),
                          "mean_reward": float(scores.mean()), "max_reward": float(scores.max()),
                          "distinct_programs": float(len(set(codes))),
                          "mean_length": float(r.length.mean()),
                          "program": codes[int(np.argmax(scores))][:SAMPLE_CODE_CHARS]}
         return out
-
-    def close(self) -> None:
-        self.host.close()
-
-
-class AltLASLockstep:
-    """Both engines on one host (L5 lockstep curve): the same injected noise, so equal weights
-    sample equal tokens and the host scores each program once (sandbox cache). The host consumes
-    torch's tokens; both engines learn on torch's tokens with the same host-prepared advantages,
-    weights and beta, so the stream stays aligned even after a token mismatch.
-
-    `halt_mismatches` (name kept for the generic curve code) counts TOKEN mismatches: the number
-    of episodes, summed over steps, whose JAX token row differs from torch's.
-    `CURVE_METRICS` names the per-step series `checks.run_curve` compares (rtol 1e-4): the
-    update's loss / policy term / entropy term / pre-clip grad norm, and each engine's own
-    rollout statistics (mean target log-prob and entropy over valid steps, mean length)."""
-
-    CURVE_METRICS = ("loss", "policy_term", "entropy_term", "grad_norm", "mean_logp",
-                     "mean_entropy", "mean_length")
-
-    def __init__(self, cfg: AltLASConfig, task: str = DEFAULT_TASK) -> None:
-        self.cfg = cfg
-        self.host = AltLASHost(cfg, task)
-        self.torch, self.jax = TorchEngine(cfg), JaxEngine(cfg)
-        self.halt_mismatches = 0
-
-    def step(self) -> tuple[dict[str, Any], dict[str, Any], str]:
-        noise = self.host.noise()
-        rt, rj = self.torch.generate(noise), self.jax.generate(noise)
-        bad = np.flatnonzero((rt.tokens != rj.tokens).any(axis=1))
-        self.halt_mismatches += int(bad.size)
-        batch = self.host.assess(rt.tokens)
-        upd = self.host.prepare(batch, rt.tokens, rt.valid)
-        mt = self.torch.learn(rt.tokens, rt.valid, upd)
-        mj = self.jax.learn(rt.tokens, rt.valid, upd)
-        self.host.finish(batch, upd)
-        scored = batch.scores[batch.scored]
-        shared = {"mean_reward": float(scored.mean()) if scored.size else 0.0,
-                  "baseline": self.host.learner.baseline}
-        note = f"{bad.size} episode(s) with token mismatches" if bad.size else ""
-        return {**mt, **rt.stats(), **shared}, {**mj, **rj.stats(), **shared}, note
-
-    def params(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        return self.torch.params_torch_layout(), self.jax.params_torch_layout()
-
-    def close(self) -> None:
-        self.host.close()
+    finally:
+        host.close()
 
 
 @functools.lru_cache(maxsize=1)
-def solution_tokens(task: str = DEFAULT_TASK, vocab: str = "v1_63") -> tuple[int, ...]:
+def solution_tokens(task: str = "benchmark_add_two_numbers", vocab: str = "v1_63"
+                    ) -> tuple[int, ...]:
     """Token ids (EOS included, SOS excluded) of a known shortest solution of `task` (for
     tests and sanity checks; only the tasks of the spec §5.1 table with a `v1_63` solution)."""
     known = {"benchmark_add_two_numbers": "print(8)", "benchmark_list_operations": "print(8)",

@@ -10,19 +10,23 @@ import statistics
 import time
 from typing import Any
 
+from twinframe.contract import ModelSpec
+from twinframe.training.runner import Trainer
 
-def _round(trainer, steps: int) -> float:
+
+def _round(trainer: Trainer, steps: int) -> float:
     t0 = time.perf_counter()
     for _ in range(steps):
         trainer.train_step()
     return time.perf_counter() - t0
 
 
-def bench(spec, cfg, steps: int = 20, rounds: int = 3, warmup: int = 3) -> dict[str, Any]:
+def bench(spec: ModelSpec, cfg: Any, run: Any, steps: int = 20, rounds: int = 3,
+          warmup: int = 3) -> dict[str, Any]:
     import jax
     import torch
 
-    trainers = {fw: spec.trainer(cfg, fw) for fw in ("torch", "jax")}
+    trainers = {fw: Trainer(spec, cfg, run, fw) for fw in ("torch", "jax")}
     compile_s = {}
     for fw, tr in trainers.items():
         compile_s[fw] = _round(tr, warmup)
@@ -30,11 +34,13 @@ def bench(spec, cfg, steps: int = 20, rounds: int = 3, warmup: int = 3) -> dict[
     for _ in range(rounds):
         for fw, tr in trainers.items():
             times[fw].append(_round(tr, steps))
+    for tr in trainers.values():
+        tr.close()
     per_step = {fw: statistics.median(ts) / steps for fw, ts in times.items()}
-    batch = getattr(cfg, "batch_size", 1)
+    batch = run.batch_size
     return {
         "model": spec.name,
-        "config": cfg.to_dict(),
+        "config": cfg.to_dict(), "run": run.to_dict(),
         "steps_per_round": steps,
         "rounds": rounds,
         "warmup_s": compile_s,

@@ -10,29 +10,42 @@ import time
 from pathlib import Path
 from typing import Any
 
+from twinframe.contract import ModelSpec, Record, TrainState
 from twinframe.errors import CheckpointError
-from twinframe.parity.files import convert_train_state
-from twinframe.training import checkpoint
+from twinframe.models.layout import convert_train_state
+from twinframe.store import checkpoint
+from twinframe.training.runner import Trainer
 
 log = logging.getLogger(__name__)
 
 
-def resume_state(spec, cfg, framework: str, ckpt_dir: str | Path) -> dict[str, Any]:
-    """Latest train state in ckpt_dir, converted to `framework`; config must match."""
+def _first_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
+    return next(k for k in a if a[k] != b.get(k))
+
+
+def resume_state(spec: ModelSpec, cfg: Any, run: Any, framework: str, ckpt_dir: str | Path
+                 ) -> TrainState:
+    """Latest train state in ckpt_dir, converted to `framework`. The model config must match;
+    a different run config (say another lr) is allowed and logged."""
     state = checkpoint.load(checkpoint.latest(ckpt_dir))
     if state["model_name"] != spec.name:
         raise CheckpointError(f"checkpoint is for model '{state['model_name']}', not '{spec.name}'")
     saved = spec.config_cls.from_dict(state["config"])
     if saved != cfg:
-        diff = next(k for k, v in cfg.to_dict().items() if saved.to_dict()[k] != v)
-        raise CheckpointError(f"config mismatch on resume: checkpoint has {diff}="
-                              f"{saved.to_dict()[diff]!r}, run has {cfg.to_dict()[diff]!r}")
-    return convert_train_state(state, spec.table(cfg), framework)
+        k = _first_difference(cfg.to_dict(), saved.to_dict())
+        raise CheckpointError(f"model config mismatch on resume: checkpoint has {k}="
+                              f"{saved.to_dict()[k]!r}, run has {cfg.to_dict()[k]!r}")
+    if state.get("run") and state["run"] != run.to_dict():
+        k = _first_difference(run.to_dict(), state["run"])
+        log.warning("resuming with a different run config: %s=%r (checkpoint %r)", k,
+                    run.to_dict()[k], state["run"].get(k))
+    return convert_train_state(state, spec.layout(cfg), framework)
 
 
 def train(
-    spec,
-    cfg,
+    spec: ModelSpec,
+    cfg: Any,
+    run: Any,
     framework: str,
     steps: int,
     ckpt_dir: str | Path | None = None,
@@ -40,15 +53,13 @@ def train(
     keep: int = 3,
     resume: str | Path | None = None,
     show_progress: bool = True,
-):
+) -> tuple[Trainer, list[Record]]:
     """Run `steps` more steps; returns (trainer, records of this invocation)."""
-    if spec.trainer is None:
-        raise CheckpointError(f"model '{spec.name}' has no trainer yet")
-    trainer = spec.trainer(cfg, framework)
+    trainer = Trainer(spec, cfg, run, framework)
     if resume:
-        trainer.import_state(resume_state(spec, cfg, framework, resume))
+        trainer.import_state(resume_state(spec, cfg, run, framework, resume))
         log.info("resumed at step %d from %s", trainer.t, resume)
-    every = every or getattr(cfg, "checkpoint_every", 0) or steps
+    every = every or run.checkpoint_every or steps
     ckpt = Path(ckpt_dir) if ckpt_dir else None
     if ckpt:
         ckpt.mkdir(parents=True, exist_ok=True)
@@ -67,7 +78,7 @@ def train(
                 checkpoint.save(ckpt, trainer.export_state(), keep)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix_str(_postfix(rec))
+                bar.set_postfix_str(postfix(spec, rec))
         if ckpt and records and not (trainer.t == 1 or trainer.t % every == 0):
             checkpoint.save(ckpt, trainer.export_state(), keep)
     finally:
@@ -83,23 +94,12 @@ def _json_default(x: Any) -> Any:
     return None if isinstance(x, float) and not math.isfinite(x) else str(x)
 
 
-def _postfix(rec: dict[str, Any]) -> str:
-    """Progress-bar text: loss plus the model's own headline metrics when present."""
-    parts = [f"loss {rec['loss']:.4f}"]
-    if "cell_acc_with_givens" in rec:
-        parts.append(f"acc {rec['cell_acc_with_givens']:.3f}")
-        parts.append(f"stage {rec['curriculum_stage']}")
-    if "mean_reward" in rec:
-        parts.append(f"reward {rec['mean_reward']:.3f}")
-        parts.append(f"success {rec['success_rate']:.2f} ({rec['cumulative_successes']} total)")
-    if rec.get("episodes_per_s"):
-        parts.append(f"{rec['episodes_per_s']:.1f} episodes/s")
-    elif rec.get("step_time_s"):
-        parts.append(f"{1.0 / rec['step_time_s']:.1f} step/s")
-    return ", ".join(parts)
+def postfix(spec: ModelSpec, rec: Record) -> str:
+    """Progress-bar text: the model's declared progress fields present in `rec`."""
+    return ", ".join(t for f in spec.progress if (t := f.render(rec)) is not None)
 
 
-def _progress(steps: int, start: int, name: str, fw: str, enabled: bool):
+def _progress(steps: int, start: int, name: str, fw: str, enabled: bool) -> Any:
     if not enabled:
         return None
     from tqdm import tqdm

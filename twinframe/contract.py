@@ -1,0 +1,173 @@
+"""The model contract: what every model declares so that generic code (convert, check, report,
+train, bench, infer) runs it without naming it.
+
+A model fills in one `ModelSpec` (in `registry.py`) from its own files:
+- `models/<m>.py`: the model config (architecture: what the layout, the init and the modules
+  consume), the run config (optimizer, batch, schedule, runner, task), presets, the layout,
+  the canonical NumPy init, `recognise` and `check_trainable`;
+- `torch_ref/<m>.py`: the module (`make_torch`) and its torch optimizer;
+- `functional/<m>.py`: the pure JAX functions, `make_train_step(cfg, tx)` (jitted, donated);
+- `training/<m>.py`: the host (framework-neutral per-step logic) and the two engines;
+- `parity/<m>.py`: the parity levels only it has.
+
+Train states (`TrainState`) are plain dicts in one framework's layout:
+`{framework, model_name, config, run, host, model, opt, carry}`; `models.layout.
+convert_train_state` maps one to the other framework through the declared `Layout`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from twinframe.errors import TwinframeError
+from twinframe.models.base import FrozenConfig
+from twinframe.models.layout import Layout
+
+if TYPE_CHECKING:
+    import optax
+    import torch
+
+    from twinframe.parity.compare import Comparison
+
+StateDict = dict[str, np.ndarray]
+TrainState = dict[str, Any]
+Record = dict[str, Any]
+LevelThunks = Mapping[str, Callable[[], "list[Comparison]"]]
+
+
+class RunConfig(Protocol):
+    """What generic code reads of every model's run config."""
+
+    seed: int
+    lr: float
+    batch_size: int
+    checkpoint_every: int
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    def replace(self, **changes: Any) -> RunConfig: ...
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """One framework's side of a run: parameters, optimizer state and carry on its device."""
+
+    framework: str
+
+    def export_state(self) -> TrainState:
+        """{'model', 'opt', 'carry'} in this framework's layout, NumPy leaves."""
+        ...
+
+    def import_state(self, state: TrainState) -> None: ...
+
+    def params_torch_layout(self) -> StateDict:
+        """Trained tensors under their torch keys (what L5 compares)."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class StepResult:
+    """One host step over one or more engines: a log record per engine (engines[0] drives the
+    host: its outputs decide what the host does next), and how many decisions of the other
+    engines differed from engines[0]'s (counted in the model's `Curve.mismatch_label`)."""
+
+    records: list[Record]
+    mismatches: int = 0
+    note: str = ""
+
+
+class Host(Protocol):
+    """Framework-neutral per-step logic of a run (data, environment, bookkeeping)."""
+
+    t: int
+
+    def step(self, engines: Sequence[Engine]) -> StepResult: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able host state."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Curve:
+    """The L5 lockstep curve of a model: which per-step record fields are compared, what a
+    decision mismatch is called, which field plots as accuracy, and the learning rates."""
+
+    metrics: tuple[str, ...]
+    mismatch_label: str
+    accuracy: str | None = None
+    extra_lrs: tuple[float, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgressField:
+    """One item of the progress bar: `label` + record[key] formatted with `fmt`."""
+
+    key: str
+    label: str
+    fmt: str = ".3f"
+
+    def render(self, rec: Record) -> str | None:
+        v = rec.get(self.key)
+        return None if v is None else f"{self.label} {v:{self.fmt}}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A named pair of configs."""
+
+    model: FrozenConfig
+    run: FrozenConfig
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ModelSpec:
+    """Everything generic code needs of one model (hashed by identity: `registry.get` returns
+    one instance per model, so per-spec caches share compilations)."""
+
+    name: str
+    config_cls: type[FrozenConfig]
+    run_cls: type[FrozenConfig]
+    presets: Mapping[str, Preset]
+    layout: Callable[[Any], Layout]
+    canonical_init: Callable[[Any, int], StateDict]
+    recognise: Callable[[Mapping[str, np.ndarray]], FrozenConfig | None]
+    check_trainable: Callable[[Any, Any], None]
+    make_torch: Callable[[Any, StateDict], torch.nn.Module]
+    torch_optimizer: Callable[[torch.nn.Module, Any], torch.optim.Optimizer]
+    jax_optimizer: Callable[[Any], optax.GradientTransformation]
+    make_train_step: Callable[[Any, optax.GradientTransformation], Callable[..., Any]]
+    make_host: Callable[[Any, Any], Host]
+    engines: Mapping[str, Callable[[Any, Any, StateDict | None], Engine]]
+    parity_levels: Callable[[Any, Any], LevelThunks]
+    curve: Curve
+    progress: tuple[ProgressField, ...]
+    infer: Callable[..., str] | None = None
+    evaluate: Callable[[Engine, Any, Any, int], dict[str, Any]] | None = None
+
+    def preset(self, name: str) -> Preset:
+        try:
+            return self.presets[name]
+        except KeyError:
+            raise TwinframeError(
+                f"{self.name}: unknown config {name!r} (have {', '.join(self.presets)})"
+            ) from None
+
+    def config(self, preset_or_dict: str | dict[str, Any]) -> FrozenConfig:
+        """The model config of a preset name, or built from a dict (unknown fields refused)."""
+        if isinstance(preset_or_dict, dict):
+            return self.config_cls.from_dict(preset_or_dict)
+        return self.preset(preset_or_dict).model
+
+    def run_config(self, preset_or_dict: str | dict[str, Any]) -> FrozenConfig:
+        if isinstance(preset_or_dict, dict):
+            return self.run_cls.from_dict(preset_or_dict)
+        return self.preset(preset_or_dict).run

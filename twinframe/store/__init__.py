@@ -1,0 +1,1 @@
+"""Files below both parity and training: formats, validation, atomic writes, train states."""

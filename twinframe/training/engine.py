@@ -1,0 +1,162 @@
+"""The engine bases: one framework's parameters, optimizer state and carry, exported and imported
+through the model's declared `Layout` (optimizer slots and carry rows), for any optimizer.
+
+A model's engines subclass these and add only their step methods and carry hooks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from twinframe.contract import StateDict, TrainState
+from twinframe.models.layout import normalize_tree_keys
+from twinframe.store.io import to_numpy
+
+if TYPE_CHECKING:
+    from twinframe.contract import ModelSpec
+
+
+class TorchEngine:
+    """Eager PyTorch: `spec.make_torch` module + `spec.torch_optimizer`, on CUDA when present
+    (unless `CPU_ONLY`)."""
+
+    framework = "torch"
+    CPU_ONLY = False
+
+    def __init__(self, spec: ModelSpec, cfg: Any, run: Any, state: StateDict | None = None
+                 ) -> None:
+        import torch
+
+        self.spec, self.cfg, self.run, self.torch = spec, cfg, run, torch
+        self.layout = spec.layout(cfg)
+        use_cuda = torch.cuda.is_available() and not self.CPU_ONLY
+        self.device = torch.device("cuda" if use_cuda else "cpu")
+        init = spec.canonical_init(cfg, run.seed) if state is None else state
+        self.model = spec.make_torch(cfg, init).to(self.device)
+        self.opt = spec.torch_optimizer(self.model, run)
+        self.names = self.layout.trainable_keys()
+
+    def dev(self, x: np.ndarray) -> Any:
+        """NumPy -> tensor on this engine's device (copied)."""
+        return self.torch.from_numpy(np.array(x)).to(self.device)
+
+    # -- carry hooks (models with a carry override both) ----------------------------------------
+
+    def export_carry(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def import_carry(self, carry: dict[str, np.ndarray]) -> None:
+        del carry
+
+    # -- train state ---------------------------------------------------------------------------
+
+    def export_state(self) -> TrainState:
+        """{'model': state_dict, 'opt': {step, <slot>: {key: moment}}, 'carry'} (NumPy leaves;
+        zero moments and step 0 before the first update)."""
+        lay = self.layout
+        named = dict(self.model.named_parameters())
+        opt: dict[str, Any] = {lay.step.torch: 0.0, **{s.torch: {} for s in lay.slots}}
+        for n in self.names:
+            st = self.opt.state.get(named[n], {})
+            if st:
+                opt[lay.step.torch] = float(st[lay.step.torch])
+            for s in lay.slots:
+                opt[s.torch][n] = (to_numpy(st[s.torch]) if st else
+                                   np.zeros(tuple(named[n].shape), np.float32))
+        model = {k: to_numpy(v) for k, v in self.model.state_dict().items()}
+        return {"model": model, "opt": opt, "carry": self.export_carry()}
+
+    def import_state(self, state: TrainState) -> None:
+        """Load model, optimizer (a fresh one when the step is 0) and carry."""
+        from twinframe.torch_ref.layers import load_numpy_state
+
+        lay, torch = self.layout, self.torch
+        load_numpy_state(self.model, {k: np.asarray(v) for k, v in state["model"].items()})
+        self.opt = self.spec.torch_optimizer(self.model, self.run)
+        o = state["opt"]
+        step = float(np.asarray(o[lay.step.torch]))
+        if step > 0:
+            named = dict(self.model.named_parameters())
+            for n in self.names:
+                self.opt.state[named[n]] = {
+                    lay.step.torch: torch.tensor(step, dtype=torch.float32),
+                    **{s.torch: self.dev(np.asarray(o[s.torch][n], np.float32))
+                       for s in lay.slots}}
+        self.import_carry(state.get("carry") or {})
+
+    def params_torch_layout(self) -> StateDict:
+        sd = self.model.state_dict()
+        return {k: sd[k].detach().cpu().numpy().copy() for k in self.names}
+
+
+class JaxEngine:
+    """JAX: `params` (trained) and `frozen` (other roots of the layout's tree) on the device, the
+    optax state of `spec.jax_optimizer(run)`; slots found in the optax state by field name."""
+
+    framework = "jax"
+
+    def __init__(self, spec: ModelSpec, cfg: Any, run: Any, state: StateDict | None = None
+                 ) -> None:
+        import jax
+        import jax.numpy as jnp
+
+        self.spec, self.cfg, self.run, self.jax, self.jnp = spec, cfg, run, jax, jnp
+        self.layout = spec.layout(cfg)
+        init = spec.canonical_init(cfg, run.seed) if state is None else state
+        tree = self.layout.table.torch_to_tree(init)
+        self.params = self.to_device(tree.pop("params"))
+        self.frozen = self.to_device(tree)
+        self.tx = spec.jax_optimizer(run)
+        self.opt_state = self.tx.init(self.params)
+        self.place()
+
+    def to_device(self, tree: Any) -> Any:
+        """NumPy tree (digit keys as list indices) -> device arrays (copied, own buffers)."""
+        jnp = self.jnp
+        return self.jax.tree_util.tree_map(lambda x: jnp.array(np.asarray(x)),
+                                           normalize_tree_keys(tree))
+
+    def place(self) -> None:
+        """Put state on devices (override for sharding); called after init and import."""
+
+    # -- carry hooks -----------------------------------------------------------------------------
+
+    def export_carry(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def import_carry(self, carry: dict[str, np.ndarray]) -> None:
+        del carry
+
+    # -- train state ---------------------------------------------------------------------------
+
+    def export_state(self) -> TrainState:
+        """{'model': {params, <frozen roots>}, 'opt': {count, <slot>: tree}, 'carry'}."""
+        from optax import tree_utils
+
+        get, lay = self.jax.device_get, self.layout
+        opt = {lay.step.jax: np.asarray(get(tree_utils.tree_get(self.opt_state, lay.step.jax)),
+                                        np.int32)}
+        for s in lay.slots:
+            opt[s.jax] = get(tree_utils.tree_get(self.opt_state, s.jax))
+        return {"model": {"params": get(self.params), **get(self.frozen)}, "opt": opt,
+                "carry": self.export_carry()}
+
+    def import_state(self, state: TrainState) -> None:
+        from optax import tree_utils
+
+        lay, jnp = self.layout, self.jnp
+        model = dict(state["model"])
+        self.params = self.to_device(model.pop("params"))
+        self.frozen = self.to_device(model)
+        o = state["opt"]
+        slots = {s.jax: self.to_device(o[s.jax]) for s in lay.slots}
+        count = jnp.asarray(int(np.asarray(o[lay.step.jax])), jnp.int32)
+        self.opt_state = tree_utils.tree_set(self.tx.init(self.params),
+                                             **{lay.step.jax: count}, **slots)
+        self.import_carry(state.get("carry") or {})
+        self.place()
+
+    def params_torch_layout(self) -> StateDict:
+        return self.layout.params.tree_to_torch(self.jax.device_get(self.params))
