@@ -7,14 +7,14 @@ Spec altlas.md §1 and §5. Framework-independent (imports neither torch nor jax
 from .fingerprint import DuplicatePolicy, DuplicateTracker, fingerprint, normalise_for_fingerprint
 from .safety import SafetyResult, check_safety, is_safe
 from .sandbox import (
-    SANDBOX_VIOLATION,
     ExecutionResult,
     Executor,
     Result,
     SandboxLimits,
+    SandboxUnavailable,
     code_sha256,
-    namespace_isolation_available,
     run_program,
+    sandbox_status,
 )
 from .scorers import (
     SCORERS,
@@ -53,7 +53,6 @@ from .vocab import (
 
 __all__ = [
     "NEWLINE_TOKEN",
-    "SANDBOX_VIOLATION",
     "SCORERS",
     "SPECIAL_TOKENS",
     "VOCAB_NAMES",
@@ -65,6 +64,7 @@ __all__ = [
     "Result",
     "SafetyResult",
     "SandboxLimits",
+    "SandboxUnavailable",
     "ShapedBreakdown",
     "SuccessCriteria",
     "Task",
@@ -85,10 +85,10 @@ __all__ = [
     "load_task_bundle",
     "load_vocab",
     "load_vocab_bundle",
-    "namespace_isolation_available",
     "normalise_for_fingerprint",
     "normalise_text",
     "run_program",
+    "sandbox_status",
     "score_exact",
     "score_shaped",
     "shaped_breakdown",

@@ -1,60 +1,66 @@
-"""Local isolation sandbox and executor for AltLAS programs (spec altlas.md §5.3).
+"""OS-level sandbox and executor for AltLAS programs (spec altlas.md §5.3).
 
-One fresh interpreter per program::
+The programs are arbitrary Python written by a learning agent, so containment comes from the
+operating system, never from the interpreter: each program runs in a fresh bubblewrap (``bwrap``)
+sandbox::
 
-    [unshare --net --mount --map-root-user --]  python -s -S -B -P _bootstrap.py prog.py ...
+    bwrap <namespaces> <read-only file system> --seccomp FD -- [setpriv -> uid 65534] \\
+        python -s -S -B -P -c <_bootstrap.py> LIMITS          (cwd /tmp, prog.py in it)
 
-* cwd: a fresh ``mkdtemp()`` (mode 0700) holding ``prog.py`` (UTF-8), removed afterwards;
-  env = ``{PYTHONHASHSEED: "0", PYTHONIOENCODING: "utf-8"}`` only; stdin = DEVNULL;
-  ``close_fds``; ``start_new_session=True``; on timeout the whole process group gets SIGKILL.
-* limits (set by the bootstrap before anything of the program runs, see ``_bootstrap.py``):
-  RLIMIT_CPU ⌈timeout⌉+1 s, RLIMIT_AS 512 MiB, RLIMIT_FSIZE 1 MiB, RLIMIT_NOFILE 32,
-  RLIMIT_CORE 0, RLIMIT_NPROC 16 (ignored for root).
-* output: stdout and stderr are drained concurrently to EOF (so the child never blocks); the
-  first 64 KiB of each are kept, ``truncated`` flags any loss; decoded UTF-8 with
-  ``errors="replace"``; stored unstripped.
-* in-process guard (bootstrap): allow-listed imports, restricted builtins and an audit hook that
-  raises ``SandboxViolation`` (reported as ``exc_class``) on writes, opens outside the temp dir,
-  sockets, subprocesses, ``os.system``/``exec``/``fork``/``posix_spawn``, ``ctypes`` and imports
-  of modules not already loaded. Fork bombs are contained by that hook (``os.fork`` and friends
-  raise before any process is created; ``subprocess``/``multiprocessing`` cannot be imported)
-  plus the process-group kill; RLIMIT_NPROC does not bind root.
-* network/file system: when ``unshare --net --mount --map-root-user`` works (probed once per
-  process and cached), the child has no network interfaces and the bootstrap remounts ``/``
-  recursively read-only inside its private mount namespace, so the kernel refuses every write
-  even if the in-process guard were bypassed. Otherwise the audit hook is the only barrier
-  (logged once).
+* identity: uid/gid 65534 with no supplementary groups, no capabilities and no-new-privileges.
+  When the trainer is root, bwrap runs privileged and the trusted ``setpriv`` drops to the real,
+  unmapped host uid 65534 (no user namespace); otherwise a user namespace maps 65534 to the
+  trainer's own (non-root) uid. See :mod:`._bwrap`.
+* namespaces: fresh PID, mount, network (loopback only, down), IPC, UTS and cgroup namespaces.
+  bwrap's init is PID 1 of the sandbox; when the program's main process ends, or when the parent
+  kills that init, the kernel kills every process left in the namespace before the init can be
+  reaped, so nothing of a program survives :func:`run_program` (``--die-with-parent`` covers a
+  dying trainer). ``--new-session`` detaches the program from any terminal.
+* file system: a read-only view of ``/usr``, the top-level ``/bin``/``/lib*`` links and the Python
+  installation (its site-packages hidden), a minimal ``/dev``, and a private 16 MiB tmpfs at
+  ``/tmp`` (mode 1777) holding ``prog.py``; nothing of ``/etc``, ``/root``, ``/home``, ``/work``,
+  no ``/proc``, and no host temp dir: the program is passed in a memfd (``--file``).
+* seccomp: a deny-list compiled by libseccomp (:mod:`._seccomp`): ptrace, mount family,
+  namespaces, kexec, modules, bpf, perf, keyrings, io_uring, raw/packet/netlink sockets, ...
+* limits (set by the bootstrap before the program runs, kernel-enforced): RLIMIT_CPU
+  ⌈timeout⌉+1 s, RLIMIT_AS 512 MiB, RLIMIT_FSIZE 1 MiB, RLIMIT_NOFILE 32, RLIMIT_NPROC 16,
+  RLIMIT_CORE 0; plus the parent's wall-clock timeout.
 
-Deviations from the §5.3 table and choices made where the spec is silent:
+The outcome is decided by the parent from what it observes, never from anything the program can
+write: the exit status bwrap reports, whether the wall-clock deadline passed, and the captured
+output. There is no report channel; inside the sandbox only fds 0-2 are open.
 
-* Limits are applied by the bootstrap as its first action, not in a ``preexec_fn``: the
-  executor launches from threads (``preexec_fn`` is documented as not thread-safe) and a
-  ``preexec_fn`` forces a full ``fork`` of the (large) trainer instead of ``vfork``.
-* The audit hook *allow-lists* events (pure computation passes; everything else, not only the
-  events the spec lists, is a violation), and before arming it the bootstrap replaces the
-  unaudited dangerous ``posix``/``os`` callables (``mkfifo``, ``write``, ``kill``, ...) and the
-  ``_imp`` module factories (which could re-create a pristine ``posix``) by stubs raising
-  ``SandboxViolation``.
-* ``unshare`` also gets ``--mount`` (for the read-only root); no PID namespace, so exit codes and
-  signals reach the parent unchanged.
-* Besides the allow-list, the bootstrap pre-loads modules that the allow-listed ones import lazily
-  (``heapq``, ``copy``, ``types``, ``weakref``, ``warnings``, ``unicodedata``, ``ast``); the
-  program still cannot import them itself.
-* The exception class travels on a pipe passed with ``pass_fds``; the fd number, the host mount
-  namespace id and the limits are extra bootstrap arguments after ``prog.py``.
-* Tracebacks name the program file ``prog.py`` (not the random temp path), so stderr is
-  deterministic for a given program.
-* ``runtime`` is wall time from launch to exit (interpreter start-up included).
-* A ``SystemExit`` leaves ``exc_class`` null and uses its exit status, as plain ``python`` does.
-* After the child exits its process group is killed too (stragglers), using a pidfd where
-  available so that the group id cannot have been reused.
+No silent degradation: when the sandbox cannot be set up (:func:`sandbox_status` says why),
+:class:`Executor` and :func:`run_program` raise :class:`SandboxUnavailable`, unless they are
+given ``unsafe_no_sandbox=True``; then programs run directly (same bootstrap and limits, fresh
+temp dir, no isolation at all), a warning is logged, and ``Executor.isolation`` /
+``ExecutionResult.isolation`` say ``"none"`` instead of ``"bwrap"``.
+
+Choices where the spec (§5.3) is silent or no longer applies:
+
+* The in-process guard of §5.3 (import allow-list, restricted builtins, audit hook,
+  ``SandboxViolation``) is gone: it was bypassable and is not a security boundary. A blocked
+  operation now fails with the kernel's error (``PermissionError``, ``FileNotFoundError``,
+  ``OSError`` EROFS/ENETUNREACH, ``MemoryError``, ...). The static safety filter
+  (:mod:`.safety`) still rejects such programs before they are run during training.
+* exit status: bwrap reports a death by signal N as 128+N; exit codes 129..192 are reported as
+  ``-N`` (as ``subprocess`` does), so a program calling ``exit(128+N)`` looks like a signal
+  death; either way the status is ``error``. Timeout → status ``timeout``, exit_code −1.
+* ``exc_class`` is informational only and derived by the parent: for a run that exits 1 it is the
+  class name on the last line of a Python traceback at the end of stderr (module prefix dropped),
+  else null. A program can print a fake traceback, but it can never turn an error into a success.
+* Tracebacks name the program file ``prog.py``; the bootstrap's own frame is removed.
+* ``runtime`` is wall time from launch to exit (bwrap and interpreter start-up included).
+* Outputs: first 64 KiB of stdout and stderr each (``truncated`` flags any loss), decoded UTF-8
+  with ``errors="replace"``, unstripped; the last 4 KiB of stderr are kept aside for ``exc_class``.
 * The executor's cache key is the SHA-256 of the UTF-8 code; the timeout and limits are fixed per
-  :class:`Executor`, so they are not part of the key. ``run_many`` de-duplicates a batch before
-  launching and runs the distinct programs on a thread pool (threads only wait on children).
+  :class:`Executor`. ``run_many`` de-duplicates a batch and runs distinct programs concurrently on
+  a thread pool (the threads only wait on children).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -68,49 +74,54 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from twinframe.errors import TwinframeError
+
+from . import _bwrap, _seccomp
+
 __all__ = [
     "BOOTSTRAP_PATH",
     "OUTPUT_CAP",
-    "SANDBOX_VIOLATION",
     "ExecutionResult",
     "Executor",
+    "Isolation",
     "Result",
     "SandboxLimits",
+    "SandboxUnavailable",
     "Status",
     "code_sha256",
-    "namespace_isolation_available",
+    "exc_class_from_stderr",
     "run_program",
+    "sandbox_status",
 ]
 
 logger = logging.getLogger(__name__)
 
 Status = Literal["success", "error", "timeout"]
-Isolation = Literal["auto", "namespaces", "none"]
+Isolation = Literal["bwrap", "none"]
 
 BOOTSTRAP_PATH = str(Path(__file__).with_name("_bootstrap.py").resolve())
 OUTPUT_CAP = 64 * 1024
-SANDBOX_VIOLATION = "SandboxViolation"
-CHILD_ENV = {"PYTHONHASHSEED": "0", "PYTHONIOENCODING": "utf-8"}
-PYTHON_FLAGS = ("-s", "-S", "-B", "-P")
-UNSHARE_ARGS = ("--net", "--mount", "--map-root-user", "--")
-_EXC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+STDERR_TAIL = 4096
+UNSAFE_FLAG = "--unsafe-no-sandbox"
 _READ_CHUNK = 65536
-_GRACE_S = 1.0  # after exit/kill: how long to keep draining pipes held open by stragglers
+_GRACE_S = 2.0  # after a kill: how long to wait for the sandbox to be gone
+_EXC_LINE = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)(?::|$)")
+_CHILD_PID = re.compile(rb'"child-pid"\s*:\s*(\d+)')
 
-_probe_lock = threading.Lock()
-_probe_result: tuple[str, ...] | None = None
-_probe_done = False
+
+class SandboxUnavailable(TwinframeError):
+    """The OS sandbox cannot be set up here (and ``unsafe_no_sandbox`` was not given)."""
 
 
 @dataclass(frozen=True)
 class ExecutionResult:
-    """Outcome of one sandboxed run (§5.3)."""
+    """Outcome of one run (§5.3), as observed by the parent."""
 
     status: Status
     stdout: str
@@ -119,6 +130,7 @@ class ExecutionResult:
     runtime: float
     exc_class: str | None
     truncated: bool
+    isolation: Isolation = "bwrap"
 
     @property
     def ok(self) -> bool:
@@ -169,73 +181,26 @@ def code_sha256(code: str) -> str:
     return hashlib.sha256(code.encode("utf-8", errors="surrogatepass")).hexdigest()
 
 
-# --------------------------------------------------------------------------------------------
-# Namespace probe
-# --------------------------------------------------------------------------------------------
-
-
-def _host_mount_ns() -> str:
-    try:
-        return os.readlink("/proc/self/ns/mnt")
-    except OSError:
-        return "-"
-
-
-def _probe_unshare() -> tuple[str, ...] | None:
-    """Command prefix that isolates network + mounts, or ``None`` if it does not work here."""
-    exe = shutil.which("unshare")
-    if exe is None or not sys.platform.startswith("linux"):
-        return None
-    prefix = (exe, *UNSHARE_ARGS)
-    try:
-        proc = subprocess.run(
-            [*prefix, sys.executable, "-S", "-c", "pass"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=10,
-            env=CHILD_ENV,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if proc.returncode != 0:
-        logger.debug("unshare probe failed: %s", proc.stderr.decode(errors="replace").strip())
-        return None
-    return prefix
-
-
-def namespace_isolation_available() -> bool:
-    """Whether ``unshare --net --mount --map-root-user`` works (probed once, cached)."""
-    return _namespace_prefix() is not None
-
-
-def _namespace_prefix() -> tuple[str, ...] | None:
-    global _probe_result, _probe_done
-    with _probe_lock:
-        if not _probe_done:
-            _probe_result = _probe_unshare()
-            _probe_done = True
-            if _probe_result is None:
-                logger.warning(
-                    "unshare --net --mount --map-root-user unavailable: sandbox runs without "
-                    "network/mount isolation (audit-hook guard only)"
-                )
-        return _probe_result
+@functools.cache
+def _bootstrap_source() -> str:
+    return Path(BOOTSTRAP_PATH).read_text(encoding="utf-8")
 
 
 # --------------------------------------------------------------------------------------------
-# One run
+# Watching one child: drain the pipes, enforce the deadline, know when everything is gone
 # --------------------------------------------------------------------------------------------
 
 
 class _Capture:
-    """Bounded buffer for one pipe."""
+    """Bounded head of one pipe, plus a short tail."""
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, tail: int = 0) -> None:
         self.cap = cap
         self.chunks: list[bytes] = []
         self.size = 0
         self.truncated = False
+        self.tail_cap = tail
+        self.tail = b""
 
     def feed(self, data: bytes) -> None:
         room = self.cap - self.size
@@ -245,9 +210,76 @@ class _Capture:
             self.size += len(keep)
         if len(data) > max(room, 0):
             self.truncated = True
+        if self.tail_cap:
+            self.tail = (self.tail + data)[-self.tail_cap :]
 
     def text(self) -> str:
         return b"".join(self.chunks).decode("utf-8", errors="replace")
+
+
+class _SandboxInit:
+    """pidfd of bwrap's init (PID 1 of the sandbox), learnt from ``--info-fd``.
+
+    Once this process has exited, the kernel has killed and reaped every other process of the
+    PID namespace. The pid is only trusted if it is still a child of our bwrap process (so the
+    pidfd cannot point at a recycled pid)."""
+
+    def __init__(self, outer_pid: int) -> None:
+        self.outer_pid = outer_pid
+        self.info = b""
+        self.pidfd: int | None = None
+        self.resolved = False
+
+    def feed(self, data: bytes) -> None:
+        self.info += data
+        if self.resolved:
+            return
+        match = _CHILD_PID.search(self.info)
+        if match is not None:
+            self.resolved = True
+            self.pidfd = _pidfd_of_child(int(match.group(1)), self.outer_pid)
+
+    def kill(self) -> bool:
+        """SIGKILL the init (and so the whole sandbox); False if it is not known."""
+        if self.pidfd is None:
+            return False
+        try:
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return True
+
+    def wait_gone(self, timeout: float) -> bool:
+        """Wait until the init has exited (the namespace is empty then)."""
+        if self.pidfd is None:
+            return True
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.pidfd, selectors.EVENT_READ)
+            return bool(sel.select(timeout))
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
+def _parent_pid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return int(stat.rpartition(b")")[2].split()[1])
+
+
+def _pidfd_of_child(pid: int, parent: int) -> int | None:
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    if _parent_pid(pid) != parent:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _kill_group(pgid: int) -> None:
@@ -257,48 +289,49 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def _open_pidfd(pid: int) -> int | None:
-    opener = getattr(os, "pidfd_open", None)
-    if opener is None:
-        return None
-    try:
-        return opener(pid)
-    except OSError:
-        return None
+@dataclass
+class _Observed:
+    out: _Capture
+    err: _Capture
+    returncode: int
+    timed_out: bool
+    runtime: float
 
 
-def _drain(
+def _watch(
     proc: subprocess.Popen[bytes],
-    report_fd: int,
-    deadline: float,
-    cap: int,
-) -> tuple[_Capture, _Capture, bytes, bool]:
-    """Read stdout/stderr/report until EOF and exit, or until ``deadline`` (then kill)."""
+    start: float,
+    limits: SandboxLimits,
+    kill: Callable[[], None],
+    info: tuple[int, _SandboxInit] | None = None,
+) -> _Observed:
+    """Drain stdout/stderr (and the bwrap info pipe) until EOF and exit; kill at the deadline."""
     assert proc.stdout is not None and proc.stderr is not None
-    out, err, report = _Capture(cap), _Capture(cap), _Capture(4096)
+    out, err = _Capture(limits.output_cap), _Capture(limits.output_cap, STDERR_TAIL)
+    deadline = start + limits.timeout
+    killed_at: float | None = None
+    exited = False
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ, out)
     sel.register(proc.stderr, selectors.EVENT_READ, err)
-    sel.register(report_fd, selectors.EVENT_READ, report)
-    pidfd = _open_pidfd(proc.pid)
-    if pidfd is not None:
-        sel.register(pidfd, selectors.EVENT_READ, None)
-    timed_out = exited = False
+    if info is not None:
+        sel.register(info[0], selectors.EVENT_READ, info[1])
+    pidfd = os.pidfd_open(proc.pid)
+    sel.register(pidfd, selectors.EVENT_READ, None)
     try:
-        while len(sel.get_map()) > 0:
+        while not (exited and not _pipes_open(sel, proc)):
             now = time.monotonic()
-            if not exited and now >= deadline:
-                timed_out = True
+            if killed_at is None and now >= deadline:
+                kill()
+                killed_at = now
+            if killed_at is not None and now >= killed_at + _GRACE_S:
                 _kill_group(proc.pid)
-                exited, deadline = True, now + _GRACE_S
-                continue
-            if exited and now >= deadline:
-                break  # pipes still held open after the kill: give up on them
-            for key, _ in sel.select(timeout=max(0.0, deadline - now)):
-                if key.data is None:  # pidfd readable: child exited (not yet reaped)
+                break
+            until = deadline if killed_at is None else killed_at + _GRACE_S
+            for key, _ in sel.select(timeout=max(0.0, until - now)):
+                if key.data is None:
+                    exited = True
                     sel.unregister(key.fileobj)
-                    _kill_group(proc.pid)  # stragglers; the zombie keeps the pgid reserved
-                    exited, deadline = True, min(deadline, time.monotonic() + _GRACE_S)
                     continue
                 fd = key.fileobj if isinstance(key.fileobj, int) else key.fileobj.fileno()
                 data = os.read(fd, _READ_CHUNK)
@@ -308,103 +341,174 @@ def _drain(
                     sel.unregister(key.fileobj)
     finally:
         sel.close()
-        if pidfd is not None:
-            os.close(pidfd)
-    return out, err, b"".join(report.chunks), timed_out
+        os.close(pidfd)
+    returncode = _reap(proc)
+    runtime = time.monotonic() - start
+    return _Observed(out, err, returncode, killed_at is not None, runtime)
 
 
-def _wait(proc: subprocess.Popen[bytes], deadline: float) -> tuple[int, bool]:
-    """Reap the child; kill the group if it outlives ``deadline``. Returns (code, timed_out)."""
+def _pipes_open(sel: selectors.BaseSelector, proc: subprocess.Popen[bytes]) -> bool:
+    keys = sel.get_map()
+    return any(p in keys for p in (proc.stdout, proc.stderr))
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> int:
     try:
-        return proc.wait(timeout=max(0.0, deadline - time.monotonic())), False
+        return proc.wait(timeout=_GRACE_S)
     except subprocess.TimeoutExpired:
         _kill_group(proc.pid)
-        return proc.wait(), True
+        return proc.wait()
 
 
-def _parse_report(raw: bytes) -> str | None:
-    lines = [ln.strip() for ln in raw.decode("utf-8", errors="replace").splitlines()]
-    names = [ln for ln in lines if ln]
-    if names and _EXC_NAME.match(names[-1]):
-        return names[-1]
-    return None
+# --------------------------------------------------------------------------------------------
+# Interpreting what was observed
+# --------------------------------------------------------------------------------------------
 
 
-def _command(prog: str, report_w: int, limits: SandboxLimits, isolation: Isolation) -> list[str]:
-    prefix: tuple[str, ...] = ()
-    host_ns = "-"
-    if isolation != "none":
-        found = _namespace_prefix()
-        if found is None and isolation == "namespaces":
-            raise RuntimeError("namespace isolation requested but unshare is not usable here")
-        if found is not None:
-            prefix, host_ns = found, _host_mount_ns()
-    return [
-        *prefix,
-        sys.executable,
-        *PYTHON_FLAGS,
-        BOOTSTRAP_PATH,
-        prog,
-        str(report_w),
-        host_ns,
-        limits.bootstrap_arg(),
-    ]
+def _exit_code(returncode: int, via_bwrap: bool) -> int:
+    """bwrap reports a death by signal N as 128+N: map it back to -N."""
+    if via_bwrap and 128 < returncode <= 128 + 64:
+        return -(returncode - 128)
+    return returncode
 
 
-def run_program(
-    code: str,
-    timeout: float | None = None,
-    *,
-    limits: SandboxLimits | None = None,
-    isolation: Isolation = "auto",
-) -> ExecutionResult:
-    """Execute ``code`` once in a fresh sandboxed interpreter and return its result."""
-    if limits is None:
-        limits = SandboxLimits() if timeout is None else SandboxLimits(timeout=float(timeout))
-    elif timeout is not None:
-        raise ValueError("pass either timeout or limits, not both")
-    tmp = os.path.realpath(tempfile.mkdtemp(prefix="altlas-sbx-"))
-    report_r, report_w = os.pipe()
+def exc_class_from_stderr(tail: str) -> str | None:
+    """Class name of a Python traceback that ends ``tail`` (informational), else None."""
+    lines = [ln for ln in tail.splitlines() if ln.strip()]
+    if not lines:
+        return None
+    if not any(ln.startswith(("Traceback (most recent call last):", '  File "')) for ln in lines):
+        return None
+    match = _EXC_LINE.match(lines[-1])
+    return match.group(1).rpartition(".")[2] if match else None
+
+
+def _result(obs: _Observed, isolation: Isolation) -> ExecutionResult:
+    code = _exit_code(obs.returncode, isolation == "bwrap")
+    if obs.timed_out:
+        status: Status = "timeout"
+        code = -1
+    else:
+        status = "success" if code == 0 else "error"
+    exc_class = None
+    if status == "error" and code == 1:
+        exc_class = exc_class_from_stderr(obs.err.tail.decode("utf-8", errors="replace"))
+    result = ExecutionResult(
+        status=status,
+        stdout=obs.out.text(),
+        stderr=obs.err.text(),
+        exit_code=code,
+        runtime=obs.runtime,
+        exc_class=exc_class,
+        truncated=obs.out.truncated or obs.err.truncated,
+        isolation=isolation,
+    )
+    logger.debug("sandbox: %s exit=%s %.3fs", status, code, obs.runtime)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Running one program
+# --------------------------------------------------------------------------------------------
+
+
+def _memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(name, 0)
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _run_bwrap(code: str, limits: SandboxLimits, layout: _bwrap.Layout) -> ExecutionResult:
+    """One run inside a fresh bwrap sandbox."""
+    fds: list[int] = []
+    info_r, info_w = os.pipe()
     try:
-        prog = os.path.join(tmp, "prog.py")
-        with open(prog, "wb") as fh:
-            fh.write(code.encode("utf-8", errors="replace"))
-        cmd = _command(prog, report_w, limits, isolation)
+        fds.append(info_w)
+        prog_fd = _memfd("altlas-prog", code.encode("utf-8", errors="replace"))
+        fds.append(prog_fd)
+        seccomp_fd = _memfd("altlas-seccomp", _seccomp.filter_bpf())
+        fds.append(seccomp_fd)
+        cmd = layout.command(
+            prog_fd=prog_fd,
+            seccomp_fd=seccomp_fd,
+            info_fd=info_w,
+            limits=limits.bootstrap_arg(),
+            bootstrap=_bootstrap_source(),
+        )
         start = time.monotonic()
-        try:
-            proc = _spawn(cmd, tmp, report_w)
-        finally:
-            os.close(report_w)  # the child holds the only write end now
-        return _supervise(proc, report_r, start, limits)
+        proc = _popen(cmd, cwd="/", env={}, pass_fds=tuple(fds))
+    except BaseException:
+        os.close(info_r)
+        raise
     finally:
-        os.close(report_r)
+        for fd in fds:
+            os.close(fd)
+    init = _SandboxInit(proc.pid)
+    try:
+
+        def kill() -> None:
+            if not init.kill():
+                _kill_group(proc.pid)  # not created yet: --die-with-parent does the rest
+
+        obs = _guarded_watch(proc, start, limits, kill, (info_r, init))
+        if not init.wait_gone(_GRACE_S):
+            logger.error("sandbox of bwrap pid %s still alive after bwrap exited", proc.pid)
+    finally:
+        init.close()
+        os.close(info_r)
+    return _result(obs, "bwrap")
+
+
+def _run_unsandboxed(code: str, limits: SandboxLimits) -> ExecutionResult:
+    """One run with NO isolation (``unsafe_no_sandbox``): same bootstrap and limits."""
+    tmp = os.path.realpath(tempfile.mkdtemp(prefix="altlas-unsafe-"))
+    try:
+        Path(tmp, "prog.py").write_bytes(code.encode("utf-8", errors="replace"))
+        cmd = [
+            sys.executable,
+            *_bwrap.PYTHON_FLAGS,
+            "-c",
+            _bootstrap_source(),
+            limits.bootstrap_arg(),
+        ]
+        start = time.monotonic()
+        proc = _popen(cmd, cwd=tmp, env=dict(_bwrap.CHILD_ENV), pass_fds=())
+        obs = _guarded_watch(proc, start, limits, lambda: _kill_group(proc.pid))
+        _kill_group(proc.pid)  # stragglers of the process group (best effort only)
+        return _result(obs, "none")
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _spawn(cmd: list[str], cwd: str, report_w: int) -> subprocess.Popen[bytes]:
+def _popen(
+    cmd: list[str], *, cwd: str, env: dict[str, str], pass_fds: tuple[int, ...]
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         cmd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=cwd,
-        env=CHILD_ENV,
+        env=env,
         close_fds=True,
-        pass_fds=(report_w,),
+        pass_fds=pass_fds,
         start_new_session=True,
     )
 
 
-def _supervise(
-    proc: subprocess.Popen[bytes], report_r: int, start: float, limits: SandboxLimits
-) -> ExecutionResult:
-    """Drain, wait, kill on timeout; never leaves the child running."""
-    deadline = start + limits.timeout
+def _guarded_watch(
+    proc: subprocess.Popen[bytes],
+    start: float,
+    limits: SandboxLimits,
+    kill: Callable[[], None],
+    info: tuple[int, _SandboxInit] | None = None,
+) -> _Observed:
+    """:func:`_watch`, killing the child if the parent is interrupted."""
     try:
-        out, err, report, timed_out = _drain(proc, report_r, deadline, limits.output_cap)
-        wait_until = time.monotonic() + _GRACE_S if timed_out else deadline
-        code, late = _wait(proc, wait_until)
+        return _watch(proc, start, limits, kill, info)
     except BaseException:
+        kill()
         _kill_group(proc.pid)
         proc.wait()
         raise
@@ -412,29 +516,121 @@ def _supervise(
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
-    runtime = time.monotonic() - start
-    timed_out = timed_out or late
-    status: Status = "timeout" if timed_out else ("success" if code == 0 else "error")
-    result = ExecutionResult(
-        status=status,
-        stdout=out.text(),
-        stderr=err.text(),
-        exit_code=-1 if timed_out else code,
-        runtime=runtime,
-        exc_class=None if timed_out else _parse_report(report),
-        truncated=out.truncated or err.truncated,
+
+
+# --------------------------------------------------------------------------------------------
+# Availability
+# --------------------------------------------------------------------------------------------
+
+_probe_lock = threading.Lock()
+_probe: tuple[_bwrap.Layout | None, str | None] | None = None
+_PROBE_CODE = "import os\nprint(os.getuid(), os.getgid(), os.getgroups())\n"
+
+
+def _probe_layout(layout: _bwrap.Layout) -> str | None:
+    """Run a tiny program in ``layout``; None if it ran as expected, else why not."""
+    result = _run_bwrap(_PROBE_CODE, SandboxLimits(timeout=20.0), layout)
+    expected = f"{_bwrap.SANDBOX_UID} {_bwrap.SANDBOX_GID} []"
+    if result.status == "success" and result.stdout.strip() == expected:
+        return None
+    lines = (result.stderr.strip() or result.stdout.strip() or result.status).splitlines()
+    return f"bwrap ({layout.uid_mode}) failed: {lines[-1][:200]}"
+
+
+def _find_layout() -> tuple[_bwrap.Layout | None, str | None]:
+    layouts = _bwrap.candidate_layouts()
+    if isinstance(layouts, str):
+        return None, layouts
+    try:
+        _seccomp.filter_bpf()
+    except (_seccomp.SeccompUnavailable, OSError) as exc:
+        return None, f"cannot build the seccomp filter: {exc}"
+    reasons = []
+    for layout in layouts:
+        try:
+            reason = _probe_layout(layout)
+        except OSError as exc:  # e.g. no pidfd_open (Linux < 5.3)
+            reason = f"bwrap ({layout.uid_mode}) could not be supervised: {exc}"
+        if reason is None:
+            logger.debug("sandbox: bwrap with uid switch by %s", layout.uid_mode)
+            return layout, None
+        reasons.append(reason)
+    return None, "; ".join(reasons)
+
+
+def _layout(refresh: bool = False) -> tuple[_bwrap.Layout | None, str | None]:
+    global _probe
+    with _probe_lock:
+        if _probe is None or refresh:
+            _probe = _find_layout()
+            if _probe[1] is not None:
+                logger.warning("AltLAS sandbox unavailable: %s", _probe[1])
+        return _probe
+
+
+def sandbox_status(refresh: bool = False) -> str | None:
+    """None when full isolation works here, else a one-line reason (probed once, cached)."""
+    return _layout(refresh)[1]
+
+
+def _require_layout() -> _bwrap.Layout:
+    layout, reason = _layout()
+    if layout is None:
+        raise SandboxUnavailable(
+            f"AltLAS sandbox unavailable: {reason}; {UNSAFE_FLAG} runs programs without "
+            "isolation (unsafe)"
+        )
+    return layout
+
+
+_warned_unsafe = threading.Event()
+
+
+def _warn_unsafe(once: bool = False) -> None:
+    if once and _warned_unsafe.is_set():
+        return
+    _warned_unsafe.set()
+    logger.warning(
+        "AltLAS programs run WITHOUT a sandbox (unsafe_no_sandbox): generated code has the "
+        "trainer's privileges"
     )
-    logger.debug("sandbox: %s exit=%s %.3fs", status, result.exit_code, runtime)
-    return result
 
 
 # --------------------------------------------------------------------------------------------
-# Executor
+# Public entry points
 # --------------------------------------------------------------------------------------------
+
+
+def _limits_of(timeout: float | None, limits: SandboxLimits | None) -> SandboxLimits:
+    if limits is not None and timeout is not None:
+        raise ValueError("pass either timeout or limits, not both")
+    if limits is not None:
+        return limits
+    return SandboxLimits() if timeout is None else SandboxLimits(timeout=float(timeout))
+
+
+def run_program(
+    code: str,
+    timeout: float | None = None,
+    *,
+    limits: SandboxLimits | None = None,
+    unsafe_no_sandbox: bool = False,
+) -> ExecutionResult:
+    """Execute ``code`` once in a fresh sandbox and return what the parent observed.
+
+    Raises :class:`SandboxUnavailable` when the sandbox cannot be set up, unless
+    ``unsafe_no_sandbox`` (then the program runs without isolation)."""
+    limits = _limits_of(timeout, limits)
+    if unsafe_no_sandbox:
+        _warn_unsafe(once=True)
+        return _run_unsandboxed(code, limits)
+    return _run_bwrap(code, limits, _require_layout())
 
 
 class Executor:
-    """Runs programs in the sandbox with a per-run result cache and an optional thread pool."""
+    """Runs programs in the sandbox with a per-run result cache and a thread pool.
+
+    ``isolation`` is ``"bwrap"``, or ``"none"`` when built with ``unsafe_no_sandbox=True``."""
 
     def __init__(
         self,
@@ -443,16 +639,17 @@ class Executor:
         workers: int | None = None,
         cache: bool = True,
         limits: SandboxLimits | None = None,
-        isolation: Isolation = "auto",
+        unsafe_no_sandbox: bool = False,
     ) -> None:
-        if limits is not None and timeout is not None:
-            raise ValueError("pass either timeout or limits, not both")
-        if limits is None:
-            limits = SandboxLimits() if timeout is None else SandboxLimits(timeout=float(timeout))
-        self.limits = limits
+        self.limits = _limits_of(timeout, limits)
         self.workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
         self.cache_enabled = cache
-        self.isolation: Isolation = isolation
+        self._layout: _bwrap.Layout | None = None
+        if unsafe_no_sandbox:
+            _warn_unsafe()
+        else:
+            self._layout = _require_layout()
+        self.isolation: Isolation = "none" if unsafe_no_sandbox else "bwrap"
         self._cache: dict[str, ExecutionResult] = {}
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -463,6 +660,11 @@ class Executor:
     def timeout(self) -> float:
         """Wall-clock limit per program (``Executor.Timeout``)."""
         return self.limits.timeout
+
+    def _execute(self, code: str) -> ExecutionResult:
+        if self._layout is None:
+            return _run_unsandboxed(code, self.limits)
+        return _run_bwrap(code, self.limits, self._layout)
 
     def _cached(self, key: str) -> ExecutionResult | None:
         with self._lock:
@@ -483,9 +685,7 @@ class Executor:
         hit = self._cached(key)
         if hit is not None:
             return hit
-        result = run_program(code, limits=self.limits, isolation=self.isolation)
-        self._store(key, result)
-        return result
+        return self._run_uncached(code)
 
     def run_many(self, codes: Sequence[str]) -> list[ExecutionResult]:
         """Execute a batch; distinct uncached programs run concurrently on ``workers`` threads."""
@@ -502,15 +702,14 @@ class Executor:
                 todo[key] = code
         if todo:
             if self.workers == 1 or len(todo) == 1:
-                results = [self.run(code) for code in todo.values()]
+                results = [self._run_uncached(code) for code in todo.values()]
             else:
                 results = list(self._get_pool().map(self._run_uncached, todo.values()))
-            for key, result in zip(todo, results, strict=True):
-                done[key] = result
+            done.update(zip(todo, results, strict=True))
         return [done[key] for key in keys]
 
     def _run_uncached(self, code: str) -> ExecutionResult:
-        result = run_program(code, limits=self.limits, isolation=self.isolation)
+        result = self._execute(code)
         self._store(code_sha256(code), result)
         return result
 
