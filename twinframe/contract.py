@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
     from twinframe.parity.compare import Comparison
 
+C = TypeVar("C", bound=FrozenConfig)  # a model's model config (architecture)
+R = TypeVar("R", bound=FrozenConfig)  # a model's run config
 StateDict = dict[str, np.ndarray]
 TrainState = dict[str, Any]
 Record = dict[str, Any]
@@ -121,39 +123,53 @@ class ProgressField:
 
 
 @dataclasses.dataclass(frozen=True)
-class Preset:
+class Preset(Generic[C, R]):
     """A named pair of configs."""
 
-    model: FrozenConfig
-    run: FrozenConfig
+    model: C
+    run: R
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    """A config change that training must refuse with a one-line ConfigError (an option no
+    engine implements); the contract suite tries each one."""
+
+    model: dict[str, Any] = dataclasses.field(default_factory=dict)
+    run: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class ModelSpec:
+class ModelSpec(Generic[C, R]):
     """Everything generic code needs of one model (hashed by identity: `registry.get` returns
-    one instance per model, so per-spec caches share compilations)."""
+    one instance per model, so per-spec caches share compilations).
+
+    Engines are built as `engines[framework](spec, cfg, run, state)`: they take their functions
+    from the spec they are given, so a spec with one field replaced (a mutated optimizer, say)
+    runs end to end with that replacement."""
 
     name: str
-    config_cls: type[FrozenConfig]
-    run_cls: type[FrozenConfig]
-    presets: Mapping[str, Preset]
-    layout: Callable[[Any], Layout]
-    canonical_init: Callable[[Any, int], StateDict]
-    recognise: Callable[[Mapping[str, np.ndarray]], FrozenConfig | None]
-    check_trainable: Callable[[Any, Any], None]
-    make_torch: Callable[[Any, StateDict], torch.nn.Module]
-    torch_optimizer: Callable[[torch.nn.Module, Any], torch.optim.Optimizer]
-    jax_optimizer: Callable[[Any], optax.GradientTransformation]
-    make_train_step: Callable[[Any, optax.GradientTransformation], Callable[..., Any]]
-    make_host: Callable[[Any, Any], Host]
-    engines: Mapping[str, Callable[[Any, Any, StateDict | None], Engine]]
-    parity_levels: Callable[[Any, Any], LevelThunks]
+    config_cls: type[C]
+    run_cls: type[R]
+    presets: Mapping[str, Preset[C, R]]
+    layout: Callable[[C], Layout]
+    canonical_init: Callable[[C, int], StateDict]
+    recognise: Callable[[Mapping[str, np.ndarray]], C | None]
+    check_trainable: Callable[[C, R], None]
+    make_torch: Callable[[C, StateDict], torch.nn.Module]
+    torch_optimizer: Callable[[torch.nn.Module, R], torch.optim.Optimizer]
+    jax_optimizer: Callable[[R], optax.GradientTransformation]
+    make_train_step: Callable[[C, optax.GradientTransformation], Callable[..., Any]]
+    make_host: Callable[[C, R], Host]
+    engines: Mapping[str, Callable[[ModelSpec[C, R], C, R, StateDict | None], Engine]]
+    parity_levels: Callable[[C, R], LevelThunks]
     curve: Curve
     progress: tuple[ProgressField, ...]
-    infer: Callable[..., str] | None = None
-    evaluate: Callable[[Engine, Any, Any, int], dict[str, Any]] | None = None
+    refused: tuple[Refusal, ...] = ()
+    infer: Callable[[C, R, StateDict, str, int], str] | None = None
+    evaluate: Callable[[Engine, C, R, int], dict[str, Any]] | None = None
 
-    def preset(self, name: str) -> Preset:
+    def preset(self, name: str) -> Preset[C, R]:
         try:
             return self.presets[name]
         except KeyError:
@@ -161,13 +177,13 @@ class ModelSpec:
                 f"{self.name}: unknown config {name!r} (have {', '.join(self.presets)})"
             ) from None
 
-    def config(self, preset_or_dict: str | dict[str, Any]) -> FrozenConfig:
+    def config(self, preset_or_dict: str | dict[str, Any]) -> C:
         """The model config of a preset name, or built from a dict (unknown fields refused)."""
         if isinstance(preset_or_dict, dict):
             return self.config_cls.from_dict(preset_or_dict)
         return self.preset(preset_or_dict).model
 
-    def run_config(self, preset_or_dict: str | dict[str, Any]) -> FrozenConfig:
+    def run_config(self, preset_or_dict: str | dict[str, Any]) -> R:
         if isinstance(preset_or_dict, dict):
             return self.run_cls.from_dict(preset_or_dict)
         return self.preset(preset_or_dict).run

@@ -303,8 +303,7 @@ def recognise(state: Mapping[str, np.ndarray]) -> HRMConfig | None:
     if cos is not None and np.ndim(cos) == 3 and np.shape(cos)[2] > 0:
         P, _, d = np.shape(cos)
         fields.update(seq_len=int(P) - 1, num_heads=max(H // int(d), 1))
-    dt = getattr(state["cls_token"], "dtype", None)
-    if dt is not None and str(dt) == "bfloat16":
+    if np.asarray(state["cls_token"]).dtype.name == "bfloat16":
         fields["compute_dtype"] = "bfloat16"
     try:
         return base.replace(**fields)

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def configure_jax_for_parity() -> None:
-    """f32 parity needs full-precision matmuls (TF32 is JAX's GPU default, spec hrm.md trap 8)."""
+    """f32 parity needs full-precision matmuls (TF32 is JAX's default on GPUs)."""
     import jax
 
     jax.config.update("jax_default_matmul_precision", "highest")

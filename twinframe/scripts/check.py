@@ -8,7 +8,7 @@ from twinframe.parity.compare import Record
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="model name (e.g. hrm)")
+    p.add_argument("model", help="a registered model name")
     p.add_argument("--config", default="tiny", help="config preset (default tiny)")
     p.add_argument("--levels", default="", help="comma-separated subset, e.g. L0,L1 (default all)")
     p.add_argument("--curve", type=int, default=0, metavar="N",

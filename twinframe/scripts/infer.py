@@ -1,5 +1,5 @@
-"""`twinframe infer MODEL CKPT [--subset NAME] [--index J]`: run a trained model on one task
-instance (HRM: solve evaluation puzzle J of a difficulty)."""
+"""`twinframe infer MODEL CKPT [--subset NAME] [--index J]`: run a trained model on instance J
+of an evaluation subset (the model's `infer`: what a subset is belongs to the model)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model name (one with inference: see --help of the model)")
     p.add_argument("ckpt", help="checkpoint: .safetensors/.pt/.npz, orbax dir, or a train dir")
     p.add_argument("--subset", "--difficulty", dest="subset", default="medium",
-                   help="which evaluation subset (HRM: very_easy, easy, medium, hard, extreme)")
+                   help="evaluation subset, as the model defines it (e.g. a difficulty)")
     p.add_argument("--index", type=int, default=0, help="instance j of the evaluation stream")
     p.add_argument("--config", default=None, help="config preset for files without metadata")
 

@@ -6,7 +6,7 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="model name (e.g. hrm)")
+    p.add_argument("model", help="a registered model name")
     p.add_argument("--config", default="tiny", help="config preset (default tiny)")
     p.add_argument("--steps", type=int, default=100, help="steps to run in this invocation")
     p.add_argument("--framework", choices=["jax", "torch"], default="jax")

@@ -2,7 +2,7 @@
 
 torch: `checkpoint-{t}.pt` (full train state: model state_dict, the optimizer's own
 `state_dict()` with `param_names`, carry, host state, config; loadable with
-`torch.load(weights_only=True)`) plus `checkpoint-{t}.safetensors` (model only, spec hrm.md §6.5).
+`torch.load(weights_only=True)`) plus `checkpoint-{t}.safetensors` (model weights only).
 JAX: orbax directory `checkpoint-{t}/` with `tree/` = {model, opt, carry} and `twinframe.json`
 = {model, config, host, framework}.
 """

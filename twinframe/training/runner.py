@@ -26,7 +26,7 @@ def make_engine(spec: ModelSpec, cfg: Any, run: Any, framework: str,
     except KeyError:
         raise CheckpointError(f"unknown framework {framework!r} (have "
                               f"{', '.join(spec.engines)})") from None
-    return factory(cfg, run, state)
+    return factory(spec, cfg, run, state)
 
 
 class Trainer:
