@@ -1,4 +1,4 @@
-"""AltLAS functional (JAX) (spec altlas §2-§4): golden numbers, padding-row gradient, clipping,
+"""AltLAS functional (JAX) (altlas.md §2-§4): golden numbers, padding-row gradient, clipping,
 the B_eff = 0 skip, the donating train step, generation semantics, init distributions."""
 
 from __future__ import annotations

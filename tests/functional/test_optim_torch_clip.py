@@ -1,4 +1,4 @@
-"""`optim.clip_by_global_norm_torch` against torch's own `clip_grad_norm_` (spec altlas §4.2)."""
+"""`optim.clip_by_global_norm_torch` against torch's own `clip_grad_norm_` (altlas.md §4.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""AltLAS framework-neutral part (spec altlas §3.3, §4.1, §4.3, §6, §10): config validation,
+"""AltLAS framework-neutral part (altlas.md §3.3, §4.1, §4.3, §6, §10): config validation,
 presets, host-side noise and learner bookkeeping."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""AltLAS parity (spec altlas §8): every level passes at `tiny` (LSTM and GRU), golden numbers,
+"""AltLAS parity (altlas.md §8): every level passes at `tiny` (LSTM and GRU), golden numbers,
 conversion round trips, reference checkpoint files and their error messages."""
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def test_two_layers_forward_and_grads():
 
 
 def test_sampling_modifiers_match():
-    """Temperature, grammar boost, repetition penalty, special mask and top-k (§3.4)."""
+    """Temperature, grammar boost, repetition penalty, special mask and top-k (altlas.md §3.4)."""
     cfg = TINY.replace(temperature=0.7, top_k=10, mask_special_tokens=True,
                        repetition_penalty=0.85, initial_grammar_boost=2.2,
                        grammar_boost_decay=0.985)
@@ -191,7 +191,7 @@ def test_vocab_sizes_match_bundle():
 
 
 # ---------------------------------------------------------------------------------------------
-# Reference checkpoint files (§7)
+# Reference checkpoint files (altlas.md §7)
 
 SMALL_R1 = PRESETS["r1"][0].replace(embed_dim=8, hidden_dim=16)
 SMALL_R0 = PRESETS["r0"][0].replace(embed_dim=8, hidden_dim=16)
@@ -322,7 +322,7 @@ def test_optimizer_file_errors(tmp_path, caplog):
 
 
 def test_injected_dropout_masks_match():
-    """p > 0: the same keep-mask [B, T, H] (0 or 1/(1-p)) in both frameworks (§3.3)."""
+    """p > 0: the same keep-mask [B, T, H] (0 or 1/(1-p)) in both frameworks (altlas.md §3.3)."""
     cfg = PRESETS["golden"][0].replace(dropout=0.25)
     state = m_alt.golden_state(cfg)
     tok = np.array([[4, 46, 33, 13, 31, 47, 2]], np.int32)
@@ -347,7 +347,8 @@ def test_injected_dropout_masks_match():
 
 
 # ---------------------------------------------------------------------------------------------
-# Published reference checkpoints (§9 item 3, Appendix B): optional, needs ALTLAS_REF_CKPT =
+# Published reference checkpoints (altlas.md §9 item 3, Appendix B): optional, needs
+# ALTLAS_REF_CKPT =
 # a directory holding <commit>/model_state.pth and <commit>/optimizer_state.pth.
 
 REF_FILES = {  # commit: (V, model sha256, optimizer sha256, Adam step or 0 for an empty state)

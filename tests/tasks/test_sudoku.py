@@ -1,4 +1,4 @@
-"""Tests for twinframe.tasks.sudoku (spec hrm.md §4, §5)."""
+"""Tests for twinframe.tasks.sudoku (hrm.md §4, §5)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 from twinframe.tasks import sudoku as S
 
 # ------------------------------------------------------------------------------------------------
-# An independent, deliberately naive implementation of §5.3 (first-empty search everywhere, no
+# An independent, deliberately naive implementation of hrm.md §5.3 (first-empty search everywhere,
+# no
 # bit masks), used to check the fast generator's output and RNG consumption.
 
 
@@ -103,7 +104,7 @@ def test_golden_puzzle_seed0_easy_j0() -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Validity and clue counts (§5.2, §5.3)
+# Validity and clue counts (hrm.md §5.2, §5.3)
 
 _EXACT_CLUES = {"very_easy": 46, "easy": 40, "medium": 32, "hard": 28}
 
@@ -179,7 +180,7 @@ def test_count_solutions_rejects_bad_input() -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Determinism and streams (§4)
+# Determinism and streams (hrm.md §4)
 
 
 def test_puzzles_deterministic_and_distinct() -> None:
@@ -244,7 +245,7 @@ def test_exploration_noise() -> None:
     assert m.dtype == np.int32 and m.shape == (2000,)
     assert u.min() >= 0.0 and u.max() < 1.0
     assert set(np.unique(m).tolist()) == {2, 3, 4}
-    # Exact draw order of §4.
+    # Exact draw order of hrm.md §4.
     rng = np.random.default_rng([5, 2, 1])
     np.testing.assert_array_equal(u, rng.random(2000, dtype=np.float32))
     np.testing.assert_array_equal(m, rng.integers(2, 5, size=2000))
@@ -259,7 +260,7 @@ def test_exploration_noise() -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Curriculum (§5.5)
+# Curriculum (hrm.md §5.5)
 
 
 def test_pick_difficulty() -> None:
@@ -329,7 +330,7 @@ def test_curriculum_fifo_not_reset_and_state_roundtrip() -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Training stream (§5.4)
+# Training stream (hrm.md §5.4)
 
 
 def test_stream_draws() -> None:

@@ -1,4 +1,4 @@
-"""AltLAS torch_ref (spec altlas §2-§4): reference state_dict layout, canonical init, golden
+"""AltLAS torch_ref (altlas.md §2-§4): reference state_dict layout, canonical init, golden
 numbers, generation semantics, REINFORCE update."""
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def test_canonical_init_altlas():
     for b in ("lstm.bias_ih_l0", "lstm.bias_hh_l0"):
         assert np.all(s[b][H:2 * H] == 1) and not np.any(s[b][:H]) and not np.any(s[b][2 * H:])
     assert not np.any(s["fc.bias"])
-    assert np.any(s["embedding.weight"][PAD_ID])  # row 0 not zeroed (§2.2)
+    assert np.any(s["embedding.weight"][PAD_ID])  # row 0 not zeroed (altlas.md §2.2)
     again = m_alt.canonical_init(cfg)
     assert all(np.array_equal(s[k], again[k]) for k in s)
     other = m_alt.canonical_init(cfg, seed=1)
@@ -211,7 +211,7 @@ def test_dropout_only_through_an_explicit_mask():
     before fc (like functional.altlas.forward); no mask = no dropout, in train mode too."""
     cfg = TINY.replace(dropout=0.5, num_layers=2)
     model = t_alt.AltLAS_RNN(cfg).train()
-    assert model.rnn.dropout == 0.0  # no torch inter-layer dropout (spec §2.1)
+    assert model.rnn.dropout == 0.0  # no torch inter-layer dropout (altlas.md §2.1)
     assert not any(isinstance(m, nn.Dropout) for m in model.modules())
     x = torch.randint(0, 63, (2, 5))
     before = torch.get_rng_state()

@@ -63,7 +63,7 @@ def test_bce_formula():
 
 @pytest.mark.parametrize("t", [0.0, 0.3, 1.0])
 def test_bce_gradient_at_zero_logit(t):
-    """Spec §6.2 / trap 13: dBCE/dl = sigmoid(l) - t at l = 0 exactly, i.e. 0.5 - t."""
+    """hrm.md §6.2 / trap 13: dBCE/dl = sigmoid(l) - t at l = 0 exactly, i.e. 0.5 - t."""
     l_t = torch.zeros(3, requires_grad=True)
     tl.binary_cross_entropy_with_logits(l_t, torch.full((3,), t)).sum().backward()
     g_j = jax.grad(lambda x: fl.binary_cross_entropy_with_logits(x, jnp.full(3, t)).sum())(
@@ -74,7 +74,7 @@ def test_bce_gradient_at_zero_logit(t):
 
 
 def test_golden_q_loss_and_step1_numbers():
-    """Spec §6.2: L_q = 0.02344748 at init, q_halt_acc = 1, cell acc ~0.55 at stage 0."""
+    """hrm.md §6.2: L_q = 0.02344748 at init, q_halt_acc = 1, cell acc ~0.55 at stage 0."""
     tw = _twins(TINY)
     out_t, (_, out_j, _) = _act_step_both(TINY, PRESETS["tiny"][1], tw)
     golden = 0.5 * (math.log1p(math.exp(-5)) + 5 / (1 + math.exp(5)) + math.log1p(math.exp(-5)))
@@ -88,7 +88,7 @@ def test_golden_q_loss_and_step1_numbers():
 
 
 def test_mlx_adamw_first_step():
-    """Spec §6.3: p1 = p0(1 - 1e-6) - 1e-4*0.1g/(sqrt(0.05)|g| + 1e-8) ~ p0 - 4.472e-5 sign(g)."""
+    """hrm.md §6.3: p1 = p0(1 - 1e-6) - 1e-4*0.1g/(sqrt(0.05)|g| + 1e-8) ~ p0 - 4.472e-5 sign(g)."""
     from twinframe.torch_ref.optim import MLXAdamW
 
     p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))

@@ -1,4 +1,4 @@
-"""AltLAS as pure JAX functions (spec altlas §2-§4), names mirroring `torch_ref.altlas`.
+"""AltLAS as pure JAX functions (altlas.md §2-§4), names mirroring `torch_ref.altlas`.
 
 params (kernels `[in, out]`, gate blocks in torch order i,f,g,o / r,z,n along the last axis):
     {"embedding": {"embedding": [V, E]},
@@ -12,7 +12,7 @@ the optax chain torch-style clipping -> Adam) with a `lax.cond` skip.
 Choices where the spec is silent (ours):
 - Sequence mode runs layer by layer: the input projection x @ w_ih of a layer is one matmul over
   all T steps, the scan carries only h @ w_hh. LSTM adds `b = b_ih + b_hh`, formed once outside
-  the scan, so both biases receive bitwise-identical cotangents (spec §2.3, P9 invariant) while
+  the scan, so both biases receive bitwise-identical cotangents (altlas.md §2.3, P9 invariant) while
   staying separate parameters under Adam. GRU keeps b_ih with the input projection and b_hh (incl.
   b_hn, inside the reset product) with the hidden one; its update is h' = n + u*(h - n) (torch's
   CPU kernel form).
@@ -84,7 +84,7 @@ def zero_state(cfg: AltLASConfig, batch: int) -> RNNState:
 
 
 # ----------------------------------------------------------------------------------------------
-# Init (same distributions as §2.2; not the same draws)
+# Init (same distributions as altlas.md §2.2; not the same draws)
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -146,7 +146,8 @@ def init_params(key: jax.Array, cfg: AltLASConfig) -> Params:
 
 
 def embed(params: Params, x: jax.Array) -> jax.Array:
-    """Emb[x] with no gradient into row PAD (padding_idx semantics, §2.2). x: int [...]."""
+    """Emb[x] with no gradient into row PAD (padding_idx semantics, altlas.md §2.2). x: int
+    [...]."""
     emb = params["embedding"]["embedding"]
     emb = emb.at[PAD_ID].set(sg(emb[PAD_ID]))
     return emb[x]
@@ -248,7 +249,7 @@ def entropy_of(logits: jax.Array) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------------------------
-# Generation (§3.2-§3.4)
+# Generation (altlas.md §3.2-§3.4)
 
 
 class Rollout(NamedTuple):
@@ -272,7 +273,8 @@ def modify_logits(
     grammar: jax.Array | None,
     cfg: AltLASConfig,
 ) -> jax.Array:
-    """z of §3.4 in the spec's order: temperature, grammar, repetition, special mask, top-k."""
+    """z of altlas.md §3.4 in the spec's order: temperature, grammar, repetition, special mask,
+    top-k."""
     z = logits / jnp.float32(cfg.temperature)
     if grammar is not None and boost_t is not None:
         z = z + boost_t * grammar[prev]
@@ -324,12 +326,13 @@ def generate(
 def sample_noise(
     sample_key: jax.Array, k: int | jax.Array, shape: tuple[int, int, int]
 ) -> jax.Array:
-    """Normal-mode noise for update k: gumbel(fold_in(sample_key, k), [B, T, V]) (§3.3)."""
+    """Normal-mode noise for update k: gumbel(fold_in(sample_key, k), [B, T, V]) (altlas.md
+    §3.3)."""
     return jax.random.gumbel(jax.random.fold_in(sample_key, k), shape, F32)
 
 
 # ----------------------------------------------------------------------------------------------
-# Learning (§4)
+# Learning (altlas.md §4)
 
 
 class LossAux(NamedTuple):
@@ -359,7 +362,7 @@ def reinforce_loss(
     cfg: AltLASConfig,
     dropout_mask: jax.Array | None = None,
 ) -> tuple[jax.Array, LossAux]:
-    """L = (1/B_eff) sum_b w_b [-A_b sum_t m logp - beta sum_t m H] (§4.1).
+    """L = (1/B_eff) sum_b w_b [-A_b sum_t m logp - beta sum_t m H] (altlas.md §4.1).
 
     tokens: int [B, T]; valid: bool [B, T]; advantages, weights: f32 [B]; beta: f32 scalar.
     """
@@ -416,12 +419,13 @@ def global_norm_torch(grads: Params) -> jax.Array:
 
 
 def make_clip(max_norm: float) -> optax.GradientTransformation:
-    """torch `clip_grad_norm_(model.parameters(), max_norm)` as an optax transform (§4.2)."""
+    """torch `clip_grad_norm_(model.parameters(), max_norm)` as an optax transform (altlas.md
+    §4.2)."""
     return clip_by_global_norm_torch(max_norm, torch_leaves, CLIP_EPS)
 
 
 def clip_grads(grads: Params, max_norm: float) -> tuple[Params, jax.Array]:
-    """`make_clip(max_norm)` applied once: (clipped grads, pre-clip norm n) (§4.2)."""
+    """`make_clip(max_norm)` applied once: (clipped grads, pre-clip norm n) (altlas.md §4.2)."""
     clipped, _ = make_clip(max_norm).update(grads, optax.EmptyState())
     return clipped, global_norm_torch(grads)
 
@@ -430,7 +434,8 @@ ADAM_FLAVOURS = ("torch", "optax")
 
 
 def make_optimizer(run: AltLASRun, flavour: str = "torch") -> optax.GradientTransformation:
-    """The JAX clip + Adam of §4.2 (grad_clip_norm, lr, b1, b2, eps from the run config; no
+    """The JAX clip + Adam of altlas.md §4.2 (grad_clip_norm, lr, b1, b2, eps from the run config;
+    no
     weight decay): chain(`make_clip`, `torch_adam` (default) or `optax.adam(..., eps_root=0)`).
 
     State (both flavours; read it with `adam_state`, build it with `opt_state_from_adam`):

@@ -1,4 +1,4 @@
-"""HRM-ACT as pure JAX functions (spec hrm §2-§3.2, §6.2).
+"""HRM-ACT as pure JAX functions (hrm.md §2-§3.2, §6.2).
 
 Trees: `params` (trainable; names mirror torch_ref.hrm, kernels `[in, out]`) and `consts`
 (`rotary_emb/{cos,sin}`, `initial_high_level`, `initial_low_level`; never differentiated).
@@ -96,7 +96,8 @@ def reasoner(
 def segment(
     params: dict, consts: dict, z_H: jax.Array, z_L: jax.Array, inputs: jax.Array, cfg: HRMConfig
 ) -> SegmentOut:
-    """One ACT segment of the inner model (§2.3), 1-step gradient through the last L and H."""
+    """One ACT segment of the inner model (hrm.md §2.3), 1-step gradient through the last L and
+    H."""
     R_H, R_L = params["high_level_reasoner"], params["low_level_reasoner"]
     e = embed(params, inputs, cfg)
     for c in range(1, cfg.high_level_cycles * cfg.low_level_cycles):
@@ -114,7 +115,8 @@ def segment(
 def act_loss(
     params: dict, consts: dict, carry: HRMCarry, noise: dict, cfg: HRMConfig
 ) -> tuple[jax.Array, StepOut]:
-    """One ACT training step's loss (§2.6 items 1-7, §6.2) and metrics (§6.4)."""
+    """One ACT training step's loss (hrm.md §2.6 items 1-7, hrm.md §6.2) and metrics (hrm.md
+    §6.4)."""
     M = cfg.halt_max_steps
     out = segment(params, consts, carry.z_H, carry.z_L, carry.inputs, cfg)
     given = carry.inputs != 0
@@ -178,7 +180,7 @@ def train_step(
     cfg: HRMConfig,
     optimizer: optax.GradientTransformation,
 ) -> tuple[dict, optax.OptState, StepOut]:
-    """Forward, target forward, loss, grads, optimizer update (§6.1 item 3). Pure; jit it."""
+    """Forward, target forward, loss, grads, optimizer update (hrm.md §6.1 item 3). Pure; jit it."""
     _, out, grads = loss_and_grads(params, consts, carry, noise, cfg)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
@@ -207,7 +209,8 @@ class EvalOut(NamedTuple):
 
 
 def evaluate(params: dict, consts: dict, inputs: jax.Array, cfg: HRMConfig) -> EvalOut:
-    """Eval halting (§2.6): M segments from the initial carry, answer at the first q_h > q_c."""
+    """Eval halting (hrm.md §2.6): M segments from the initial carry, answer at the first q_h >
+    q_c."""
     M = cfg.halt_max_steps
     carry = initial_carry(consts, inputs, inputs, cfg)
 
@@ -226,5 +229,5 @@ def evaluate(params: dict, consts: dict, inputs: jax.Array, cfg: HRMConfig) -> E
 
 
 def make_optimizer(run: HRMRun) -> optax.GradientTransformation:
-    """MLX AdamW of spec hrm.md §6.3 (no bias correction), hyper-parameters from the run."""
+    """MLX AdamW of hrm.md §6.3 (no bias correction), hyper-parameters from the run."""
     return adamw_mlx(run.lr, run.beta1, run.beta2, run.eps, run.weight_decay)

@@ -1,5 +1,5 @@
 """Shared JAX primitives (one copy), pure functions over dict pytrees whose names mirror
-`torch_ref.layers` (spec hrm §2.1-§2.2, §2.5).
+`torch_ref.layers` (hrm.md §2.1-§2.2, §2.5).
 
 Kernels are `[in, out]`. Weights are stored f32 and cast to the compute dtype T of the input;
 matmuls accumulate in f32 (`preferred_element_type`) and return T; norms, RoPE, softmax and
@@ -22,7 +22,7 @@ Params = dict
 def trunc_normal_from_uniform(
     u: jax.Array, std: float, lower: float = TRUNC_LOWER, upper: float = TRUNC_UPPER
 ) -> jax.Array:
-    """Spec §2.1: u ~ U[erf(lower/sqrt2), erf(upper/sqrt2)) -> truncated normal with std `std`."""
+    """hrm.md §2.1: u ~ U[erf(lower/sqrt2), erf(upper/sqrt2)) -> truncated normal with std `std`."""
     if std == 0:
         return jnp.zeros_like(u)
     c = std / trunc_normal_compensation(lower, upper)
@@ -94,7 +94,7 @@ def post_norm_block(
 
 
 def binary_cross_entropy_with_logits(logit: jax.Array, target: jax.Array) -> jax.Array:
-    """Elementwise BCE(l, t) = softplus(l) - l*t (spec hrm §6.2), gradient sigmoid(l) - t
+    """Elementwise BCE(l, t) = softplus(l) - l*t (hrm.md §6.2), gradient sigmoid(l) - t
     everywhere: at l = 0 exactly it is 0.5 - t (differentiating the max/|l| form gives -t)."""
     return jax.nn.softplus(logit) - logit * target
 

@@ -1,11 +1,11 @@
 """Optax transforms the references need and optax lacks.
 
-`adamw_mlx`: MLX-Swift AdamW (spec hrm §6.3), no bias correction, decay p*(1 - lr*wd) applied
+`adamw_mlx`: MLX-Swift AdamW (hrm.md §6.3), no bias correction, decay p*(1 - lr*wd) applied
 before the Adam step. The update is returned as (p_new - p) so `optax.apply_updates` gives
 p_new; the subtraction is exact whenever p_new is within a factor 2 of p (Sterbenz), i.e. for
 every realistic step, so this equals the torch in-place formula up to that rounding.
 
-`clip_by_global_norm_torch`: torch's `clip_grad_norm_` (spec altlas §4.2) as a stateless
+`clip_by_global_norm_torch`: torch's `clip_grad_norm_` (altlas.md §4.2) as a stateless
 transform. `torch_adam`: `torch.optim.Adam`'s operation order with `optax.adam`'s state.
 """
 

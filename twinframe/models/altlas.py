@@ -1,19 +1,22 @@
-"""AltLAS, framework-neutral part: config (spec altlas §6, §10), torch-layout shapes (§2.3),
-canonical NumPy init (§2.2), the Appendix-A golden parameters, host-side Gumbel noise (§3.3),
-sampling-modifier tables (§3.4) and the host-side learner bookkeeping of §4.1/§4.3 (baseline EMA,
+"""AltLAS, framework-neutral part: config (altlas.md §6, §10), torch-layout shapes (altlas.md §2.3),
+canonical NumPy init (altlas.md §2.2), the Appendix-A golden parameters, host-side Gumbel noise
+(altlas.md §3.3),
+sampling-modifier tables (altlas.md §3.4) and the host-side learner bookkeeping of altlas.md
+§4.1/§4.3 (baseline EMA,
 reward normalisation, entropy annealing). Imports neither torch nor jax.
 
 Choices where the spec is silent (ours):
-- Only Variant A (§2.1) exists; Variant B (RH attention layout, §2.4) is not implemented.
+- Only Variant A (altlas.md §2.1) exists; Variant B (RH attention layout, altlas.md §2.4) is not
+  implemented.
 - `vocab` names one of the bundled vocabularies; `vocab_size` must equal its size (a custom vocab
-  name skips that check). Special ids are fixed: PAD 0, SOS 1, EOS 2, UNK 3 (§1.1).
+  name skips that check). Special ids are fixed: PAD 0, SOS 1, EOS 2, UNK 3 (altlas.md §1.1).
 - Canonical init draws every tensor from its own stream `default_rng([seed, 1, k])`, k = the
   tensor's state-dict index, in float64, then casts to float32 (so changing one tensor's scheme,
   e.g. `fc_bias_init`, leaves the others unchanged). `seed` comes from the run config.
 - Orthogonal init: QR of a float64 Gaussian drawn in torch layout `[G*H, H]`, columns
   sign-corrected by sign(diag(R)) (torch's `orthogonal_` recipe); a zero diagonal entry keeps +.
-- Parity noise (§3.3): `PCG64(SeedSequence([seed, k]))`, exactly as specified.
-- Grammar boost (§3.4) enters both frameworks as a host-computed float32 table
+- Parity noise (altlas.md §3.3): `PCG64(SeedSequence([seed, k]))`, exactly as specified.
+- Grammar boost (altlas.md §3.4) enters both frameworks as a host-computed float32 table
   `log(g0) + t*log(delta)` (float64, then cast), so both add the identical constant at step t.
 - `LearnerState.successes` counts scores >= `success_threshold`; unscored (skipped) episodes are
   passed as NaN and never count. Attempts count every generated episode.
@@ -46,9 +49,9 @@ STREAM_INIT = 1
 
 @dataclasses.dataclass(frozen=True)
 class AltLASConfig(FrozenConfig):
-    """AltLAS model config (spec altlas.md §1-§4): tokenizer, architecture, init scheme, the
+    """AltLAS model config (altlas.md §1-§4): tokenizer, architecture, init scheme, the
     generator's logit modifiers and the loss's EOS credit; what the layout, the init and the
-    modules consume. Defaults: the R1 model ('ours default' of §6)."""
+    modules consume. Defaults: the R1 model ('ours default' of altlas.md §6)."""
 
     vocab: str = "v1_63"
     vocab_size: int = 63
@@ -111,7 +114,7 @@ class AltLASConfig(FrozenConfig):
 
 @dataclasses.dataclass(frozen=True)
 class AltLASRun(FrozenConfig):
-    """AltLAS run config (spec altlas.md §4-§6): optimizer, learner bookkeeping, batch, runner,
+    """AltLAS run config (altlas.md §4-§6): optimizer, learner bookkeeping, batch, runner,
     task, executor and scorer."""
 
     lr: float = 1e-3
@@ -205,7 +208,7 @@ PRESETS: dict[str, tuple[AltLASConfig, AltLASRun]] = {
 
 
 def rnn_prefix(cfg: AltLASConfig) -> str:
-    """'lstm' or 'gru' (the torch submodule name, §2.3)."""
+    """'lstm' or 'gru' (the torch submodule name, altlas.md §2.3)."""
     return cfg.cell
 
 
@@ -226,7 +229,7 @@ def torch_shapes(cfg: AltLASConfig) -> dict[str, tuple[int, ...]]:
 
 
 def param_count(cfg: AltLASConfig) -> int:
-    """V*E + sum_k G*H*(in_k + H + 2) + H*V + V (§2.3)."""
+    """V*E + sum_k G*H*(in_k + H + 2) + H*V + V (altlas.md §2.3)."""
     return sum(int(np.prod(s)) for s in torch_shapes(cfg).values())
 
 
@@ -251,7 +254,7 @@ def orthogonal_np(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarra
 def _init_tensor(
     key: str, shape: tuple[int, ...], rng: np.random.Generator, cfg: AltLASConfig
 ) -> np.ndarray:
-    """One tensor of the chosen scheme (§2.2), float64."""
+    """One tensor of the chosen scheme (altlas.md §2.2), float64."""
     H = cfg.hidden_dim
     leaf = key.split(".")[-1]
     if cfg.init == "torch_default":
@@ -295,11 +298,12 @@ def golden_state(cfg: AltLASConfig) -> dict[str, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Injected randomness and sampling modifiers (§3.3, §3.4)
+# Injected randomness and sampling modifiers (altlas.md §3.3, §3.4)
 
 
 def gumbel_noise(seed: int, k: int, batch: int, steps: int, vocab: int) -> np.ndarray:
-    """Parity-mode Gumbel noise g: float32 [B, T, V] for update k (§3.3), made in float64."""
+    """Parity-mode Gumbel noise g: float32 [B, T, V] for update k (altlas.md §3.3), made in
+    float64."""
     gen = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, k])))
     u = gen.uniform(size=(batch, steps, vocab))
     u = np.maximum(u, np.finfo(np.float32).tiny)
@@ -314,7 +318,8 @@ def grammar_boost_table(cfg: AltLASConfig) -> np.ndarray:
 
 
 def grammar_matrix(tokens: Sequence[str], rules: Mapping[str, Sequence[str]]) -> np.ndarray:
-    """G[prev, v] in {0, 1}: float32 [V, V] from a rule table keyed by token text (§3.4)."""
+    """G[prev, v] in {0, 1}: float32 [V, V] from a rule table keyed by token text (altlas.md
+    §3.4)."""
     ids = {t: i for i, t in enumerate(tokens)}
     G = np.zeros((len(tokens), len(tokens)), np.float32)
     for prev, nxts in rules.items():
@@ -330,13 +335,14 @@ def uses_grammar(cfg: AltLASConfig) -> bool:
 
 
 def teacher_inputs(tokens: np.ndarray) -> np.ndarray:
-    """x[:, 0] = SOS, x[:, t] = tokens[:, t-1] (§4.1). tokens: int [B, T] -> int32 [B, T]."""
+    """x[:, 0] = SOS, x[:, t] = tokens[:, t-1] (altlas.md §4.1). tokens: int [B, T] -> int32 [B,
+    T]."""
     tokens = np.asarray(tokens, np.int32)
     return np.concatenate([np.full((tokens.shape[0], 1), SOS_ID, np.int32), tokens[:, :-1]], 1)
 
 
 # ----------------------------------------------------------------------------------------------
-# Host-side learner bookkeeping (§4.1, §4.3): shared by both frameworks, float64 scalars.
+# Host-side learner bookkeeping (altlas.md §4.1, §4.3): shared by both frameworks, float64 scalars.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -365,12 +371,12 @@ class UpdateInputs:
 
     @property
     def skip(self) -> bool:
-        """B_eff = 0: no optimizer step at all (§4.1)."""
+        """B_eff = 0: no optimizer step at all (altlas.md §4.1)."""
         return not bool(self.weights.any())
 
 
 def target_mask(tokens: np.ndarray, valid: np.ndarray, credit_eos: bool) -> np.ndarray:
-    """m_bt = valid ∧ (credit_eos ∨ token != EOS): bool [B, T] (§4.1)."""
+    """m_bt = valid ∧ (credit_eos ∨ token != EOS): bool [B, T] (altlas.md §4.1)."""
     valid = np.asarray(valid, bool)
     return valid if credit_eos else valid & (np.asarray(tokens) != EOS_ID)
 
@@ -384,7 +390,8 @@ def prepare_update(
     cfg: AltLASConfig,
     run: AltLASRun,
 ) -> UpdateInputs:
-    """§4.1/§4.3 host side. scores: f64 [B] (NaN = not scored); keep: bool [B] (False = unsafe or
+    """altlas.md §4.1/§4.3 host side. scores: f64 [B] (NaN = not scored); keep: bool [B] (False =
+    unsafe or
     duplicate); tokens, valid: [B, T]. w_b = keep_b ∧ (episode has a target)."""
     scores = np.asarray(scores, np.float64)
     has_target = target_mask(tokens, valid, cfg.credit_eos).any(axis=1)
@@ -421,7 +428,7 @@ def prepare_update(
 
 
 # ----------------------------------------------------------------------------------------------
-# Layout (spec altlas.md §2.3), as data, and recognition of reference state_dicts
+# Layout (altlas.md §2.3), as data, and recognition of reference state_dicts
 
 
 RNN_ROWS: dict[str, tuple[str, Rule]] = {
@@ -472,7 +479,7 @@ RELEASE_BY_V: dict[int, tuple[str, str, str]] = {
 
 
 def recognise(state: Mapping[str, np.ndarray]) -> AltLASConfig | None:
-    """The config implied by a Variant A state_dict (spec altlas.md §7), or None.
+    """The config implied by a Variant A state_dict (altlas.md §7), or None.
 
     The release is decided by V alone (46 -> R0, 63 -> R1, 53 -> RH). The result is that
     release's preset if its layout matches, else the first preset whose layout matches, else

@@ -73,7 +73,7 @@ def trunc_normal_compensation(lower: float = TRUNC_LOWER, upper: float = TRUNC_U
 def trunc_normal_from_uniform_np(
     u: np.ndarray, std: float, lower: float = TRUNC_LOWER, upper: float = TRUNC_UPPER
 ) -> np.ndarray:
-    """Spec hrm §2.1 in float64: u ~ U[a, b) -> clip(sqrt2*erfinv(u)*c, lower*c, upper*c)."""
+    """hrm.md §2.1 in float64: u ~ U[a, b) -> clip(sqrt2*erfinv(u)*c, lower*c, upper*c)."""
     if std == 0:
         return np.zeros_like(u, dtype=np.float64)
     c = std / trunc_normal_compensation(lower, upper)

@@ -1,5 +1,5 @@
-"""HRM-ACT, framework-neutral part: config (spec hrm §1), torch-layout shapes (§3.1), canonical
-NumPy init (§4), RoPE tables (§2.2).
+"""HRM-ACT, framework-neutral part: config (hrm.md §1), torch-layout shapes (hrm.md §3.1), canonical
+NumPy init (hrm.md §4), RoPE tables (hrm.md §2.2).
 
 Choices where the spec leaves room (recorded here and in the issue note):
 - `ffn_rounding="ceil"` (ZT/SA, default) or `"swift"` (SW's truncating division, I=512 at full).
@@ -24,7 +24,7 @@ DTYPES = ("float32", "bfloat16")
 
 @dataclasses.dataclass(frozen=True)
 class HRMConfig(FrozenConfig):
-    """HRM-ACT model config (spec hrm.md §1): architecture, ACT semantics and compute dtype;
+    """HRM-ACT model config (hrm.md §1): architecture, ACT semantics and compute dtype;
     what the layout, the init and the modules consume. Default values are the tiny config."""
 
     seq_len: int = 81
@@ -80,7 +80,7 @@ class HRMConfig(FrozenConfig):
 
     @property
     def ffn_dim(self) -> int:
-        """I of spec §2.2: int(expansion*H*2.0/3.0) evaluated left to right, then rounded."""
+        """I of hrm.md §2.2: int(expansion*H*2.0/3.0) evaluated left to right, then rounded."""
         a = int(self.expansion * self.hidden_size * 2.0 / 3.0)
         m = self.ffn_multiple
         if self.ffn_rounding == "ceil":
@@ -90,7 +90,7 @@ class HRMConfig(FrozenConfig):
 
 @dataclasses.dataclass(frozen=True)
 class HRMRun(FrozenConfig):
-    """HRM-ACT run config (spec hrm.md §6): seeds, batch, optimizer, checkpointing."""
+    """HRM-ACT run config (hrm.md §6): seeds, batch, optimizer, checkpointing."""
 
     seed: int = 0
     eval_seed: int = 0
@@ -157,7 +157,8 @@ def block_shapes(cfg: HRMConfig) -> dict[str, tuple[int, ...]]:
 
 
 def torch_shapes(cfg: HRMConfig) -> dict[str, tuple[int, ...]]:
-    """Every state_dict key (spec §3.1) -> torch shape, in the canonical init order of §4."""
+    """Every state_dict key (hrm.md §3.1) -> torch shape, in the canonical init order of hrm.md
+    §4."""
     H, V, P, d = cfg.hidden_size, cfg.vocab_size, cfg.num_positions, cfg.head_dim
     shapes: dict[str, tuple[int, ...]] = {
         "cls_token": (H,),
@@ -182,7 +183,7 @@ def torch_shapes(cfg: HRMConfig) -> dict[str, tuple[int, ...]]:
 
 
 def init_std(key: str, cfg: HRMConfig) -> float:
-    """Trunc-normal std of a leaf (spec §2.4): 1/sqrt(fan_in); 1.0 for the initial states."""
+    """Trunc-normal std of a leaf (hrm.md §2.4): 1/sqrt(fan_in); 1.0 for the initial states."""
     if key.startswith("initial_"):
         return 1.0
     if key.endswith("down_proj.weight"):
@@ -191,7 +192,7 @@ def init_std(key: str, cfg: HRMConfig) -> float:
 
 
 def rope_tables(cfg: HRMConfig) -> tuple[np.ndarray, np.ndarray]:
-    """cos, sin: [P, 1, d] float32, computed in float64 (spec §2.2, our choice)."""
+    """cos, sin: [P, 1, d] float32, computed in float64 (hrm.md §2.2, our choice)."""
     d = cfg.head_dim
     inv = 1.0 / cfg.rope_theta ** (np.arange(0, d, 2, dtype=np.float64) / d)
     phi = np.outer(np.arange(cfg.num_positions, dtype=np.float64), inv)
@@ -200,7 +201,7 @@ def rope_tables(cfg: HRMConfig) -> tuple[np.ndarray, np.ndarray]:
 
 
 def canonical_init(cfg: HRMConfig, seed: int = 0) -> dict[str, np.ndarray]:
-    """Framework-neutral init (spec hrm.md §4): torch-layout state_dict of float32 NumPy arrays.
+    """Framework-neutral init (hrm.md §4): torch-layout state_dict of float32 NumPy arrays.
 
     Stream `default_rng([seed, 1])`; trunc-normal leaves drawn in the canonical order.
     """
@@ -217,14 +218,14 @@ def canonical_init(cfg: HRMConfig, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def param_counts(cfg: HRMConfig) -> tuple[int, int]:
-    """(trainable, frozen initial states) parameter counts; RoPE tables not counted (spec §8)."""
+    """(trainable, frozen initial states) parameter counts; RoPE tables not counted (hrm.md §8)."""
     shapes = torch_shapes(cfg)
     trainable = sum(int(np.prod(s)) for k, s in shapes.items() if k not in FROZEN_KEYS)
     return trainable, 2 * cfg.hidden_size
 
 
 # ----------------------------------------------------------------------------------------------
-# Layout (spec hrm.md §3.1-§3.2), as data: torch key -> pytree path, rule.
+# Layout (hrm.md §3.1-§3.2), as data: torch key -> pytree path, rule.
 
 I, T = Rule.IDENTITY, Rule.TRANSPOSE
 TOP_ROWS: dict[str, tuple[tuple[str, ...], Rule]] = {

@@ -1,4 +1,4 @@
-"""AltLAS parity levels (spec altlas.md §7, §8): P0-P9 (torch = reference, JAX = candidate).
+"""AltLAS parity levels (altlas.md §7, §8): P0-P9 (torch = reference, JAX = candidate).
 The layout lives in `models.altlas.layout`, the reference file formats in `parity.altlas_io`.
 
 Levels (each a thunk returning `Comparison`s; tolerance keys `altlas.P*` in `tolerances`):
@@ -239,7 +239,7 @@ def _loss_both(cfg: AltLASConfig, tw: Twins, b: dict, beta: float):
 
 
 def level_p2(cfg: AltLASConfig, run: AltLASRun, batch: int = 16) -> list[Comparison]:
-    """Teacher-forced logits, target log-probs and entropies (§4.1 formula)."""
+    """Teacher-forced logits, target log-probs and entropies (altlas.md §4.1 formula)."""
     tw = _twins(cfg, seed=run.seed)
     b = random_batch(cfg, run.seed, batch, cfg.max_gen_len, 202)
     tw.torch_model.train()
@@ -251,7 +251,7 @@ def level_p2(cfg: AltLASConfig, run: AltLASRun, batch: int = 16) -> list[Compari
 def level_p3(
     cfg: AltLASConfig, run: AltLASRun, batch: int = 256, grammar: np.ndarray | None = None
 ) -> list[Comparison]:
-    """Sampling with shared Gumbel noise (and the config's §3.4 modifiers; `grammar`: the
+    """Sampling with shared Gumbel noise (and the config's altlas.md §3.4 modifiers; `grammar`: the
     [V, V] 0/1 table when the grammar boost is on): tokens identical, log-probs close."""
     tw = _twins(cfg, seed=run.seed)
     T, V = cfg.max_gen_len, cfg.vocab_size

@@ -1,4 +1,4 @@
-"""AltLAS reference checkpoint files (spec altlas.md §7): the bare `model_state.pth` state_dict
+"""AltLAS reference checkpoint files (altlas.md §7): the bare `model_state.pth` state_dict
 and the torch Adam `optimizer_state.pth`, both read with `torch.load(weights_only=True)`;
 validation with one-line `CheckpointError`s that name the file and the key; R0 (46-token) / R1
 (63-token) / RH (53-token) recognition by vocabulary size (`models.altlas.recognise`); export in
@@ -207,7 +207,7 @@ def _moment(entry: Mapping[str, Any], slot: str, key: str, pid: Any,
 
 def optimizer_from_torch(sd: Any, cfg: AltLASConfig, run: AltLASRun,
                          source: str = "optimizer") -> ReferenceOptimizer:
-    """Validate a torch Adam `state_dict()` for the model of `cfg` (spec altlas.md §7)."""
+    """Validate a torch Adam `state_dict()` for the model of `cfg` (altlas.md §7)."""
     shapes = torch_shapes(cfg)
     keys = list(shapes)
     group = _group(sd, len(keys), source)

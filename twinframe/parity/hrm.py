@@ -1,4 +1,4 @@
-"""HRM-ACT parity levels (spec hrm.md §7): each level is a thunk returning Comparisons
+"""HRM-ACT parity levels (hrm.md §7): each level is a thunk returning Comparisons
 (torch = reference, JAX = candidate). The layout lives in `models.hrm.layout`."""
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def level_l1(cfg: HRMConfig, segments: tuple[int, ...] = (), batch: int = 4, see
 
 
 def level_l1_bf16(cfg: HRMConfig, batch: int = 2, seed: int = 0) -> list[Comparison]:
-    """One segment with T = bf16 in both frameworks: logits rel-L2 (spec §7) and the robust
+    """One segment with T = bf16 in both frameworks: logits rel-L2 (hrm.md §7) and the robust
     criterion for logits and z_H (cross error <= 2x each framework's own bf16-vs-f32 error)."""
     outs = {}
     for dt in ("float32", "bfloat16"):

@@ -7,7 +7,7 @@ Kinds (a = candidate (JAX), b = reference (torch); errors are elementwise |a - b
 - rel_l2:   ||a - b||_2 <= rtol*||b||_2 + atol (whole-tensor relative error, for bf16).
 Reported `max_rel` is max|a - b| / scale, scale = max|b| unless the comparison supplies one
 (sensitivity-relative checks); for rel_l2 it is the rel-L2 error itself. f32 figures follow
-spec hrm §7; "measured" notes are this repository's own runs.
+hrm.md §7; "measured" notes are this repository's own runs.
 """
 
 from __future__ import annotations
@@ -73,12 +73,12 @@ T = Tolerance
 TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("L0.trunc_normal", "float32"): T(
         "allclose", 1e-6, 0.0,
-        "Same uniforms in; erfinv implementations differ by a few f32 ulps (spec hrm §7 L0).",
+        "Same uniforms in; erfinv implementations differ by a few f32 ulps (hrm.md §7 L0).",
     ),
     ("L0.primitive", "float32"): T(
         "scaled", 0.0, 1e-6,
         "One op, f32: summation order of matmul/mean may differ by a few ulps of the output "
-        "scale; 1e-6*scale is ~8 ulps (spec hrm §7 L0).",
+        "scale; 1e-6*scale is ~8 ulps (hrm.md §7 L0).",
     ),
     ("L0.primitive", "bfloat16"): T(
         "scaled", 0.0, 2.0**-7,
@@ -87,7 +87,7 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("L1.forward", "float32"): T(
         "allclose", 5e-5, 1e-4,
         "Whole segment(s), f32: 2x(4L+2H) reasoner calls of 2-4 blocks compound ulp-level "
-        "differences; spec measured 4.9e-6 at full config, 10x headroom (spec hrm §7 L1).",
+        "differences; spec measured 4.9e-6 at full config, 10x headroom (hrm.md §7 L1).",
     ),
     ("L1.chained", "float32"): T(
         "scaled", 0.0, 2.0,
@@ -95,7 +95,7 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
         "rounding (measured: a 1-ulp perturbation of the initial z_H, same framework, grows to "
         "5.6e-3 at tiny and to O(1) at full config after 16 segments). No two f32 codes can "
         "meet atol 5e-5 there, so the cross-framework error is judged against that "
-        "self-sensitivity: max|d| <= 2*max(torch, JAX 1-ulp sensitivity) (spec §7's robust "
+        "self-sensitivity: max|d| <= 2*max(torch, JAX 1-ulp sensitivity) (hrm.md §7's robust "
         "bf16 criterion, applied to f32 chaos). Used only where that sensitivity exceeds the "
         "L1 atol; elsewhere L1.forward applies.",
         scale_name="1ulp-sensitivity",
@@ -103,19 +103,19 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("L1.logits", "bfloat16"): T(
         "rel_l2", 0.0, 3e-2,
         "bf16 compute (T = bf16): roundings of T-valued intermediates fall differently (XLA may "
-        "keep excess precision inside fusions, spec trap 7); spec §7 bound rel-L2 3e-2 "
+        "keep excess precision inside fusions, spec trap 7); hrm.md §7 bound rel-L2 3e-2 "
         "(measured here 1.5e-2 tiny, 1.6e-2 full).",
     ),
     ("L1.bf16_robust", "bfloat16"): T(
         "scaled", 0.0, 2.0,
-        "Hardware-robust bf16 criterion of spec §7: cross-framework bf16 error <= 2x the larger "
+        "Hardware-robust bf16 criterion of hrm.md §7: cross-framework bf16 error <= 2x the larger "
         "of each framework's own bf16-vs-f32 error (measured: cross 3.8e-2 vs own 3.4e-2 tiny "
         "logits; 4.3e-2 vs 9.0e-2 full).",
         scale_name="own-bf16-err",
     ),
     ("L2.loss", "float32"): T(
         "allclose", 0.0, 1e-5,
-        "Scalar mean over ~400 CE terms in f32; reduction order differs (spec hrm §7 L2).",
+        "Scalar mean over ~400 CE terms in f32; reduction order differs (hrm.md §7 L2).",
     ),
     ("L2.grad", "float32"): T(
         "scaled", 1e-8, 1e-4,
@@ -132,12 +132,12 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("L4.optimizer", "float32"): T(
         "allclose", 1e-10, 1e-6,
         "Elementwise f32 update from identical inputs: a few ulps from evaluation order; atol "
-        "1e-10 covers the zero-initialised q-head weights (spec hrm §7 L4).",
+        "1e-10 covers the zero-initialised q-head weights (hrm.md §7 L4).",
     ),
     ("L5.loss", "float32"): T(
         "allclose", 0.0, 1e-4,
         "Per-step loss of two lockstep f32 runs; ulp-level parameter drift grows with steps "
-        "(spec hrm §7 L5).",
+        "(hrm.md §7 L5).",
     ),
     ("L5.params", "float32"): T(
         "scaled", 0.0, 1e-4, "Parameters after N lockstep steps, relative to each leaf's scale. "
@@ -161,10 +161,10 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("L6.roundtrip", "float32"): T(
         "exact", why="Conversion is a relabelling plus exact transposes: must be bit-exact.",
     ),
-    # AltLAS (spec altlas §8, f32 on CPU; torch = reference, JAX = candidate).
+    # AltLAS (altlas.md §8, f32 on CPU; torch = reference, JAX = candidate).
     ("altlas.P0.roundtrip", "float32"): T(
         "exact", why="torch <-> JAX conversion of params and Adam state is relabelling plus "
-        "transposes (spec altlas §2.3, P0): bit-exact; step/count compared as numbers.",
+        "transposes (altlas.md §2.3, P0): bit-exact; step/count compared as numbers.",
     ),
     ("altlas.P1.step_vs_seq", "float32"): T(
         "allclose", 1e-6, 0.0,
@@ -203,7 +203,7 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ),
     ("altlas.P4.pad_grad", "float32"): T(
         "exact", why="padding_idx=0: no gradient ever reaches embedding row 0 (spec altlas "
-        "§2.2); JAX blocks it with stop_gradient, so it is exactly zero in both.",
+        "hrm.md §2.2); JAX blocks it with stop_gradient, so it is exactly zero in both.",
     ),
     ("altlas.P5.params", "float32"): T(
         "allclose", 1e-6, 0.0,

@@ -1,32 +1,36 @@
-"""Sudoku task for HRM-ACT: seeded generator, data streams and curriculum (spec hrm.md §4, §5).
+"""Sudoku task for HRM-ACT: seeded generator, data streams and curriculum (hrm.md §4, §5).
 
 Pure Python/NumPy, shared unchanged by the torch and JAX training loops (it imports neither), so
 both frameworks see bit-identical puzzles, exploration noise and curriculum decisions.
 
-Encoding (§5.1): a board is 81 ints in row-major order (cell k = 9r + c), 0 = blank, 1..9 digits.
+Encoding (hrm.md §5.1): a board is 81 ints in row-major order (cell k = 9r + c), 0 = blank, 1..9
+digits.
 
 What is here and the choices made:
 
-* Generator (§5.3), exact algorithm and RNG consumption: a bitmask backtracking fill in first-empty
+* Generator (hrm.md §5.3), exact algorithm and RNG consumption: a bitmask backtracking fill in
+  first-empty
   (= row-major) order with exactly one ``rng.permutation(9) + 1`` draw per invocation, then one
   ``rng.permutation(81)`` carve order, removed in two greedy phases (down to ``hi``, then down to
   ``lo``), each removal kept only when the puzzle still has exactly one solution.
   ``count_solutions`` uses the most-constrained-cell (MRV) heuristic; its answer (capped at
   ``limit``) does not depend on search order, so it matches the reference's first-empty search.
-* Streams (§4): every host stream is ``np.random.default_rng(entropy)`` with a domain tag in second
+* Streams (hrm.md §4): every host stream is ``np.random.default_rng(entropy)`` with a domain tag in
+  second
   place: init ``[seed, 1]``, noise of step t ``[seed, 2, t]``, curriculum ``[seed, 3]``, training
   puzzle ``[seed, 4, d_index, j]``, evaluation puzzle ``[eval_seed, 5, d_index, j]``. All entries
   must lie in [0, 2**32) (checked), otherwise ``SeedSequence`` would split them into words and
   streams could coincide.
 * ``d_index`` always indexes the five-name list :data:`DIFFICULTIES` (0..4), also for the
   curriculum, whose four columns are easy..extreme (d_index 1..4).
-* :class:`Curriculum` (§5.5): the step protocol is ``begin_step()`` at the start of step t
+* :class:`Curriculum` (hrm.md §5.5): the step protocol is ``begin_step()`` at the start of step t
   (increments ``steps_since_graduation``) and ``end_step(cell_acc)`` after the update and the
   replacements (pushes into the 300-entry FIFO, mean as ``sum(fifo) / 300`` in float64, graduates
   when mean >= 0.85 and steps_since_graduation >= 300). On graduation the stage is capped at 4 and
   ``steps_since_graduation`` is reset to 0 even when the stage was already 4 (spec wording).
   ``total_puzzles`` is only stored here; the batch manager increments it once per replacement.
-* :class:`SudokuStream` (§5.4): one curriculum ``random()`` per replacement, five per-difficulty
+* :class:`SudokuStream` (hrm.md §5.4): one curriculum ``random()`` per replacement, five
+  per-difficulty
   counters, puzzles from their own (d_index, j) Generators. ``state_dict()`` holds the counters and
   the curriculum Generator's ``bit_generator.state`` (PCG64 state words are Python ints up to 128
   bits; ``load_state_dict`` also accepts them as decimal strings for storage that cannot hold them).
@@ -77,7 +81,7 @@ __all__ = [
 ]
 
 # ------------------------------------------------------------------------------------------------
-# Constants (§5.2, §5.5)
+# Constants (hrm.md §5.2, §5.5)
 
 DIFFICULTIES: tuple[str, ...] = ("very_easy", "easy", "medium", "hard", "extreme")
 """The five difficulty names; ``d_index`` is the position in this tuple."""
@@ -89,7 +93,7 @@ CLUE_RANGES: dict[str, tuple[int, int]] = {
     "hard": (28, 31),
     "extreme": (17, 27),
 }
-"""(lo, hi) clue range per difficulty (§5.2); the carver stops at ``lo`` when it can."""
+"""(lo, hi) clue range per difficulty (hrm.md §5.2); the carver stops at ``lo`` when it can."""
 
 CURRICULUM_DIFFICULTIES: tuple[str, ...] = ("easy", "medium", "hard", "extreme")
 """Difficulties drawn by the curriculum, the columns of :data:`STAGE_PROBABILITIES`."""
@@ -101,14 +105,14 @@ STAGE_PROBABILITIES: tuple[tuple[float, ...], ...] = (
     (0.3, 0.3, 0.3, 0.1),
     (0.1, 0.3, 0.4, 0.2),
 )
-"""Row = curriculum stage 0..4, columns = :data:`CURRICULUM_DIFFICULTIES` (§5.5)."""
+"""Row = curriculum stage 0..4, columns = :data:`CURRICULUM_DIFFICULTIES` (hrm.md §5.5)."""
 
 MAX_STAGE = len(STAGE_PROBABILITIES) - 1
 FIFO_LENGTH = 300
 GRADUATION_THRESHOLD = 0.85
 GRADUATION_STEPS = 300
 
-# Stream domain tags (§4).
+# Stream domain tags (hrm.md §4).
 _TAG_INIT = 1
 _TAG_NOISE = 2
 _TAG_CURRICULUM = 3
@@ -244,7 +248,7 @@ def _count(cells: list[int], limit: int) -> int:
 
 
 # ------------------------------------------------------------------------------------------------
-# Generator (§5.3)
+# Generator (hrm.md §5.3)
 
 
 def count_solutions(grid: Sequence[int] | np.ndarray, limit: int = 2) -> int:
@@ -307,7 +311,7 @@ def _fill(rng: np.random.Generator) -> list[int]:
 
 
 def generate(rng: np.random.Generator, difficulty: str | int) -> tuple[np.ndarray, np.ndarray]:
-    """Generate one puzzle with the exact algorithm of §5.3.
+    """Generate one puzzle with the exact algorithm of hrm.md §5.3.
 
     Consumes from ``rng``: the fill's ``permutation(9)`` draws, then one ``permutation(81)``.
 
@@ -346,7 +350,7 @@ def generate(rng: np.random.Generator, difficulty: str | int) -> tuple[np.ndarra
 
 
 # ------------------------------------------------------------------------------------------------
-# Validation helpers (§5.3)
+# Validation helpers (hrm.md §5.3)
 
 
 def clue_count(puzzle: Sequence[int] | np.ndarray) -> int:
@@ -370,7 +374,7 @@ def validate_pair(
     """Problems with a generated (puzzle, solution) pair; empty list = valid.
 
     Checks: solution is a valid grid, puzzle agrees with it on the clues, the puzzle has exactly
-    one solution and, if ``difficulty`` is given, the clue count lies in its range (§5.2).
+    one solution and, if ``difficulty`` is given, the clue count lies in its range (hrm.md §5.2).
     """
     p = np.asarray(puzzle).reshape(-1)
     s = np.asarray(solution).reshape(-1)
@@ -395,7 +399,7 @@ def validate_pair(
 
 
 # ------------------------------------------------------------------------------------------------
-# Streams (§4)
+# Streams (hrm.md §4)
 
 
 def _check_entry(name: str, value: int) -> int:
@@ -462,7 +466,7 @@ def eval_batch(eval_seed: int, difficulty: str | int, n: int) -> tuple[np.ndarra
 
 
 def exploration_noise(seed: int, t: int, batch: int, max_steps: int) -> dict[str, np.ndarray]:
-    """Host exploration noise of step t (§4, ``noise_source="host"``).
+    """Host exploration noise of step t (hrm.md §4, ``noise_source="host"``).
 
     Returns:
         ``explore_u``: float32[batch] in [0, 1); ``min_halt_draw``: int32[batch] in {2..max_steps}.
@@ -477,7 +481,7 @@ def exploration_noise(seed: int, t: int, batch: int, max_steps: int) -> dict[str
 
 
 # ------------------------------------------------------------------------------------------------
-# Curriculum (§5.5)
+# Curriculum (hrm.md §5.5)
 
 
 def pick_difficulty(u: float, stage: int) -> int:
@@ -505,7 +509,7 @@ def _zero_fifo() -> deque[float]:
 
 @dataclass
 class Curriculum:
-    """Curriculum state (§5.5). Per training step t call :meth:`begin_step` first, then
+    """Curriculum state (hrm.md §5.5). Per training step t call :meth:`begin_step` first, then
     :meth:`end_step` with step t's ``cell_acc_with_givens`` after the update and replacements.
 
     ``total_puzzles`` is kept here for the train state; the batch manager increments it once per
@@ -576,7 +580,7 @@ class Curriculum:
 
 
 # ------------------------------------------------------------------------------------------------
-# Training data stream (§5.4)
+# Training data stream (hrm.md §5.4)
 
 
 def _int_tree(x: Any) -> Any:
@@ -589,7 +593,7 @@ def _int_tree(x: Any) -> Any:
 
 
 class SudokuStream:
-    """Deterministic training puzzle stream of one run (§5.4).
+    """Deterministic training puzzle stream of one run (hrm.md §5.4).
 
     Per replacement: one ``random()`` from the curriculum Generator ``[seed, 3]`` picks the
     difficulty for the given stage, then puzzle j = counters[d] of that difficulty is generated from
@@ -642,7 +646,7 @@ class SudokuStream:
 
 
 def solved_board(puzzle: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Predicted board with the given cells copied from the puzzle (§2.6).
+    """Predicted board with the given cells copied from the puzzle (hrm.md §2.6).
 
     Args:
         puzzle: int[..., 81], 0 = blank.

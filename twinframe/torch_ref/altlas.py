@@ -1,19 +1,22 @@
-"""AltLAS in PyTorch (spec altlas §2-§4): Variant A `AltLAS_RNN` whose state_dict is the
-reference layout (§2.3), batched Gumbel-max generation with injected noise (§3.2-§3.4), the
-teacher-forced REINFORCE loss with EMA baseline and entropy bonus (§4.1), and one clip + Adam
-update (§4.2, torch's own `clip_grad_norm_` and `Adam`).
+"""AltLAS in PyTorch (altlas.md §2-§4): Variant A `AltLAS_RNN` whose state_dict is the
+reference layout (altlas.md §2.3), batched Gumbel-max generation with injected noise (altlas.md
+§3.2-§3.4), the
+teacher-forced REINFORCE loss with EMA baseline and entropy bonus (altlas.md §4.1), and one clip +
+Adam
+update (altlas.md §4.2, torch's own `clip_grad_norm_` and `Adam`).
 
 Choices where the spec is silent (ours):
 - Submodules are built on the meta device and materialised empty, then filled from the canonical
   NumPy init (or a given state): constructing a model never touches torch's global RNG.
-- Dropout (§2.1: on the RNN output before `fc`; stacked layers have no inter-layer dropout):
+- Dropout (altlas.md §2.1: on the RNN output before `fc`; stacked layers have no inter-layer
+  dropout):
   only through an explicit keep-mask [B, T, H] (values 0 or 1/(1-p), drawn by the caller)
   multiplied into the last layer's output, exactly as `functional.altlas.forward`'s
   `dropout_mask`. Without a mask there is no dropout, in train and eval mode alike: the model
   holds no `nn.Dropout` and never draws from torch's global RNG. The LSTM/GRU is built with its
   own `dropout=0` (torch's inter-layer dropout would apply between stacked layers only).
 - `generate` also returns the top-2 gap of z + g per step (`top2_gap`) so parity can excuse a
-  token mismatch at a near tie (§8).
+  token mismatch at a near tie (altlas.md §8).
 - `learn_step` skips (no backward, no optimizer step) when B_eff = 0 and reports `skipped`.
 """
 
@@ -45,7 +48,7 @@ State = torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None
 
 class AltLAS_RNN(nn.Module):  # noqa: N801 - the reference class name
     """Embedding -> LSTM/GRU (L layers, batch_first) -> * dropout mask (if given) -> Linear
-    (Variant A, §2.1)."""
+    (Variant A, altlas.md §2.1)."""
 
     def __init__(self, cfg: AltLASConfig, state: dict[str, np.ndarray] | None = None) -> None:
         super().__init__()
@@ -82,7 +85,7 @@ class AltLAS_RNN(nn.Module):  # noqa: N801 - the reference class name
 
 
 # ----------------------------------------------------------------------------------------------
-# Generation (§3.2)
+# Generation (altlas.md §3.2)
 
 
 class Rollout(NamedTuple):
@@ -115,7 +118,8 @@ def modify_logits(
     grammar: torch.Tensor | None,
     boost: torch.Tensor | None,
 ) -> torch.Tensor:
-    """z of §3.4 in the spec's order: temperature, grammar, repetition, special mask, top-k."""
+    """z of altlas.md §3.4 in the spec's order: temperature, grammar, repetition, special mask,
+    top-k."""
     z = logits / torch.tensor(cfg.temperature, dtype=torch.float32)
     if grammar is not None and boost is not None:
         z = z + boost[t] * grammar[prev]
@@ -181,14 +185,15 @@ def generate(
 
 
 def torch_gumbel(gen: torch.Generator, batch: int, steps: int, vocab: int) -> torch.Tensor:
-    """Normal-mode noise (§3.3): U ~ rand(gen) clamped to [tiny32, 1), g = -log(-log U)."""
+    """Normal-mode noise (altlas.md §3.3): U ~ rand(gen) clamped to [tiny32, 1), g = -log(-log
+    U)."""
     u = torch.rand((batch, steps, vocab), generator=gen, dtype=torch.float32)
     u = torch.clamp(u, min=float(np.finfo(np.float32).tiny))
     return -torch.log(-torch.log(u))
 
 
 # ----------------------------------------------------------------------------------------------
-# Learning (§4)
+# Learning (altlas.md §4)
 
 
 class LossOut(NamedTuple):
@@ -219,7 +224,8 @@ def reinforce_loss(
     beta: float | torch.Tensor,
     dropout_mask: torch.Tensor | None = None,
 ) -> LossOut:
-    """L = (1/B_eff) sum_b w_b [-A_b sum_t m logp - beta sum_t m H] (§4.1), train-mode pass.
+    """L = (1/B_eff) sum_b w_b [-A_b sum_t m logp - beta sum_t m H] (altlas.md §4.1), train-mode
+    pass.
 
     tokens: int [B, T]; valid: bool [B, T]; advantages, weights: f32 [B]; beta: f32 scalar;
     dropout_mask: f32 [B, T, H] keep-mask (0 or 1/(1-p)) or None (no dropout).
@@ -247,7 +253,8 @@ def reinforce_loss(
 
 
 def make_optimizer(model: nn.Module, run: AltLASRun) -> torch.optim.Adam:
-    """torch Adam with the run config's lr, betas, eps; no weight decay, no amsgrad (§4.2)."""
+    """torch Adam with the run config's lr, betas, eps; no weight decay, no amsgrad (altlas.md
+    §4.2)."""
     return torch.optim.Adam(model.parameters(), lr=run.lr, betas=(run.beta1, run.beta2),
                             eps=run.eps)
 

@@ -1,7 +1,7 @@
-"""HRM-ACT in PyTorch (spec hrm §2), state_dict = ZT's `.safetensors` layout (§3.1).
+"""HRM-ACT in PyTorch (hrm.md §2), state_dict = ZT's `.safetensors` layout (hrm.md §3.1).
 
 `HRM.forward` is one ACT segment of the inner model; `act_loss` is one ACT training step's loss
-(§2.6, §6.2) with the exploration noise injected. The optimizer lives in `torch_ref.optim`.
+(hrm.md §2.6, §6.2) with the exploration noise injected. The optimizer lives in `torch_ref.optim`.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class HRM(nn.Module):
         return (math.sqrt(H) * torch.cat([cls, tokens], dim=1)).to(self.dtype)
 
     def forward(self, z_H: torch.Tensor, z_L: torch.Tensor, inputs: torch.Tensor) -> SegmentOut:
-        """One ACT segment (§2.3). z_H, z_L: [B, P, H] (T); inputs: [B, S]."""
+        """One ACT segment (hrm.md §2.3). z_H, z_L: [B, P, H] (T); inputs: [B, S]."""
         cfg, cos, sin = self.cfg, self.rotary_emb.cos, self.rotary_emb.sin
         R_H, R_L = self.high_level_reasoner, self.low_level_reasoner
         e = self.embed(inputs)
@@ -132,9 +132,10 @@ class HRM(nn.Module):
 
 
 def act_loss(model: HRM, carry: HRMCarry, noise: dict[str, torch.Tensor]) -> StepOut:
-    """One ACT training step's forward and loss (§2.6 items 1-7, §6.2, metrics of §6.4).
+    """One ACT training step's forward and loss (hrm.md §2.6 items 1-7, hrm.md §6.2, metrics of
+    hrm.md §6.4).
 
-    noise: explore_u [B] f32, min_halt_draw [B] int32 (injected, §4).
+    noise: explore_u [B] f32, min_halt_draw [B] int32 (injected, hrm.md §4).
     """
     cfg = model.cfg
     M = cfg.halt_max_steps
@@ -186,6 +187,6 @@ def act_loss(model: HRM, carry: HRMCarry, noise: dict[str, torch.Tensor]) -> Ste
 
 
 def make_optimizer(model: nn.Module, run: HRMRun) -> MLXAdamW:
-    """MLX AdamW (spec hrm.md §6.3) over the trained parameters, hyper-parameters from the run."""
+    """MLX AdamW (hrm.md §6.3) over the trained parameters, hyper-parameters from the run."""
     return MLXAdamW([p for p in model.parameters() if p.requires_grad], lr=run.lr,
                     betas=(run.beta1, run.beta2), eps=run.eps, weight_decay=run.weight_decay)

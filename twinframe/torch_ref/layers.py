@@ -1,5 +1,5 @@
 """Shared PyTorch primitives (one copy): trunc-normal from uniforms, casted Linear, RMSNorm, RoPE,
-explicit attention, SwiGLU and the post-norm transformer block (spec hrm §2.1-§2.2, §2.5).
+explicit attention, SwiGLU and the post-norm transformer block (hrm.md §2.1-§2.2, §2.5).
 
 Precision policy: weights are stored float32 and cast to the compute dtype T of the input at use;
 norms, RoPE, softmax and silu(g)*u run in float32 and are cast back to T. Parameters are created
@@ -20,7 +20,7 @@ from twinframe.models.base import TRUNC_LOWER, TRUNC_UPPER, trunc_normal_compens
 def trunc_normal_from_uniform(
     u: torch.Tensor, std: float, lower: float = TRUNC_LOWER, upper: float = TRUNC_UPPER
 ) -> torch.Tensor:
-    """Spec §2.1: u ~ U[erf(lower/sqrt2), erf(upper/sqrt2)) -> truncated normal with std `std`."""
+    """hrm.md §2.1: u ~ U[erf(lower/sqrt2), erf(upper/sqrt2)) -> truncated normal with std `std`."""
     if std == 0:
         return torch.zeros_like(u)
     c = std / trunc_normal_compensation(lower, upper)
@@ -127,7 +127,7 @@ class PostNormBlock(nn.Module):
 
 
 def binary_cross_entropy_with_logits(logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Elementwise BCE(l, t) = softplus(l) - l*t (spec hrm §6.2), gradient sigmoid(l) - t
+    """Elementwise BCE(l, t) = softplus(l) - l*t (hrm.md §6.2), gradient sigmoid(l) - t
     everywhere: at l = 0 exactly it is 0.5 - t (autograd of the max/|l| form gives 1 - t)."""
     return F.softplus(logit) - logit * target
 

@@ -1,6 +1,6 @@
 """Optimizers the references use and torch lacks.
 
-`MLXAdamW` is MLX-Swift's AdamW (spec hrm §6.3): no bias correction, decay as p*(1 - lr*wd)
+`MLXAdamW` is MLX-Swift's AdamW (hrm.md §6.3): no bias correction, decay as p*(1 - lr*wd)
 before the Adam step. Its state per parameter uses torch.optim.AdamW's names (`exp_avg`,
 `exp_avg_sq`, `step`) so one converter handles both.
 """

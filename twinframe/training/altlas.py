@@ -1,16 +1,18 @@
-"""AltLAS training (spec altlas §6 runner loop, §4 learning, §5 tasks): a framework-neutral host
+"""AltLAS training (altlas.md §6 runner loop, altlas.md §4 learning, altlas.md §5 tasks): a
+framework-neutral host
 (task, tokenizer, safety filter, duplicate tracker, sandbox executor, scorer, baseline/reward
 bookkeeping, parity-mode Gumbel noise) driving a torch or JAX engine.
 
 One update k (0-based; `host.t` = updates done so far):
-1. host noise g = `gumbel_noise(run.seed, k, B, T, V)` (§3.3 parity mode) -> engine `generate`
+1. host noise g = `gumbel_noise(run.seed, k, B, T, V)` (altlas.md §3.3 parity mode) -> engine
+   `generate`
    (B episodes, tokens int32 [B, T], valid bool [B, T]);
 2. host: decode -> safety -> fingerprint / duplicate policy -> sandbox (cached) -> scorer
    (score f64 [B], NaN where not scored) -> `prepare_update` (advantages, weights, beta, new
    baseline / reward statistics / attempts / successes);
 3. engine `learn` (teacher-forced REINFORCE, clip, Adam; skipped on the host when B_eff = 0);
 4. host bookkeeping (successes, distinct successful fingerprints, stop condition) and one log
-   record (§6 item 5).
+   record (altlas.md §6 item 5).
 Both frameworks receive the same noise array, so with equal weights they sample equal tokens
 and the sandbox runs each distinct program once (result cache keyed by SHA-256 of the code).
 
@@ -22,11 +24,13 @@ state, fingerprints, ...
 
 Choices where the spec is silent (ours):
 - Default task (`AltLASRun.task`) `benchmark_add_two_numbers` (expected stdout "8"; shortest
-  `v1_63` solution `print ( 8 )`, 4 tokens + EOS, spec §5.1 table): the easiest solvable task.
-- Executor wall timeout = min(run.timeout, 2 s) (§5.3 recommends 2 s for training); the result
+  `v1_63` solution `print ( 8 )`, 4 tokens + EOS, altlas.md §5.1 table): the easiest solvable task.
+- Executor wall timeout = min(run.timeout, 2 s) (altlas.md §5.3 recommends 2 s for training); the
+  result
   cache is not saved (results are deterministic; a program running close to the timeout could in
   principle flip between `success` and `timeout` after a resume — a cache miss re-runs it).
-- The stop condition (`run.stop_on`, `run.max_attempts`, §6 item 4) is evaluated and reported
+- The stop condition (`run.stop_on`, `run.max_attempts`, altlas.md §6 item 4) is evaluated and
+  reported
   as `stop` in every record, but training is not halted: the generic driver runs the requested
   number of steps.
 - The torch engine runs on CPU (`torch_ref.altlas.generate` builds its per-step tensors on the
@@ -84,7 +88,7 @@ SAMPLE_CODE_CHARS = 200
 
 @dataclasses.dataclass
 class EpisodeBatch:
-    """Host view of B episodes after §6 item 2.
+    """Host view of B episodes after altlas.md §6 item 2.
 
     codes: decoded (surface-mapped) programs [B]; safe, duplicate (skipped by the duplicate
     policy), scored: bool [B]; scores: f64 [B] (NaN where not scored); statuses: sandbox status
@@ -131,7 +135,8 @@ class HostRollout:
 
 
 class AltLASHost:
-    """Framework-neutral §6 runner state: task, tokenizer, safety, duplicates, sandbox, scorer,
+    """Framework-neutral altlas.md §6 runner state: task, tokenizer, safety, duplicates, sandbox,
+    scorer,
     learner bookkeeping (baseline EMA, reward statistics, attempts, successes) and update index.
 
     Args:
@@ -165,14 +170,15 @@ class AltLASHost:
     # -- item 1: noise ---------------------------------------------------------------------
 
     def noise(self) -> np.ndarray:
-        """Gumbel noise of update k = self.t: f32 [B, T, V] (§3.3 parity mode)."""
+        """Gumbel noise of update k = self.t: f32 [B, T, V] (altlas.md §3.3 parity mode)."""
         c, r = self.cfg, self.run
         return gumbel_noise(r.seed, self.t, r.batch_size, c.max_gen_len, c.vocab_size)
 
     # -- item 2: decode, safety, duplicates, sandbox, scorer --------------------------------
 
     def decode(self, tokens: np.ndarray) -> list[str]:
-        """tokens int [B, T] -> B programs (PAD/EOS skipped, surface map applied, §1.3)."""
+        """tokens int [B, T] -> B programs (PAD/EOS skipped, surface map applied, altlas.md
+        §1.3)."""
         return [self.tokenizer.decode(row.tolist()) for row in np.asarray(tokens)]
 
     def score_codes(self, codes: list[str]) -> tuple[np.ndarray, list[str]]:
@@ -184,7 +190,8 @@ class AltLASHost:
         return scores, [r.status for r in results]
 
     def assess(self, tokens: np.ndarray) -> EpisodeBatch:
-        """§6 item 2 for one batch, in index order: safety (unsafe -> not fingerprinted, not
+        """altlas.md §6 item 2 for one batch, in index order: safety (unsafe -> not fingerprinted,
+        not
         run) -> fingerprint (records it; skip per policy) -> execute (cache) -> score."""
         codes = self.decode(tokens)
         B = len(codes)
@@ -209,7 +216,8 @@ class AltLASHost:
 
     def prepare(self, batch: EpisodeBatch, tokens: np.ndarray, valid: np.ndarray
                 ) -> UpdateInputs:
-        """§4.1/§4.3 host side from tokens int [B, T], valid bool [B, T]: advantages, weights,
+        """altlas.md §4.1/§4.3 host side from tokens int [B, T], valid bool [B, T]: advantages,
+        weights,
         beta and the learner state after update k."""
         return prepare_update(batch.scores, batch.keep, tokens, valid, self.learner, self.cfg,
                               self.run)
@@ -232,7 +240,7 @@ class AltLASHost:
 
     @property
     def stop_reached(self) -> bool:
-        """`run.stop_on` satisfied or attempts >= `run.max_attempts` (§6 item 4)."""
+        """`run.stop_on` satisfied or attempts >= `run.max_attempts` (altlas.md §6 item 4)."""
         c, ls = self.run, self.learner
         if ls.attempts >= c.max_attempts:
             return True
@@ -245,7 +253,8 @@ class AltLASHost:
     # -- one step over one or more engines -------------------------------------------------
 
     def step(self, engines: Sequence[AltLASTorchEngine | AltLASJaxEngine]) -> StepResult:
-        """§6 items 1-5. engines[0]'s tokens are executed, scored and learned on by all."""
+        """altlas.md §6 items 1-5. engines[0]'s tokens are executed, scored and learned on by
+        all."""
         t0 = time.perf_counter()
         noise = self.noise()
         rolls = [e.generate(noise) for e in engines]
@@ -306,7 +315,7 @@ SKIPPED = _learn_metrics(0.0, 0.0, 0.0, 0.0, True)
 
 
 class AltLASTorchEngine(TorchEngine):
-    """Eager PyTorch (CPU): `AltLAS_RNN` + torch Adam (§4.2)."""
+    """Eager PyTorch (CPU): `AltLAS_RNN` + torch Adam (altlas.md §4.2)."""
 
     CPU_ONLY = True
 
@@ -382,7 +391,7 @@ def _train_step(spec: ModelSpec, cfg: AltLASConfig, run: AltLASRun) -> Any:
 def log_record(host: AltLASHost, batch: EpisodeBatch, rollout: HostRollout,
                upd: UpdateInputs, learn: dict[str, Any], n_success: int,
                times: dict[str, float]) -> dict[str, Any]:
-    """One §6 item-5 record, after update k (`step` = k + 1). JSON-safe (no NaN)."""
+    """One altlas.md §6 item-5 record, after update k (`step` = k + 1). JSON-safe (no NaN)."""
     B = len(batch.codes)
     scored = batch.scores[batch.scored]
     dt = times["step_time_s"]
@@ -447,7 +456,7 @@ def evaluate(engine: AltLASTorchEngine | AltLASJaxEngine, cfg: AltLASConfig, run
 def solution_tokens(task: str = "benchmark_add_two_numbers", vocab: str = "v1_63"
                     ) -> tuple[int, ...]:
     """Token ids (EOS included, SOS excluded) of a known shortest solution of `task` (for
-    tests and sanity checks; only the tasks of the spec §5.1 table with a `v1_63` solution)."""
+    tests and sanity checks; only the tasks of the altlas.md §5.1 table with a `v1_63` solution)."""
     known = {"benchmark_add_two_numbers": "print(8)", "benchmark_list_operations": "print(8)",
              "hello_world": 'print("hello","world")', "benchmark_basic_loop": "print(9+6)",
              "benchmark_concatenate_strings": 'print("hello""world")',

@@ -1,4 +1,4 @@
-"""HRM-ACT training (spec hrm.md §6.1-§6.4): a framework-neutral host (Sudoku stream,
+"""HRM-ACT training (hrm.md §6.1-§6.4): a framework-neutral host (Sudoku stream,
 curriculum, slot replacement, exploration noise) driving one engine, or both in lockstep.
 
 Engines hold params, optimizer state and the z carry on their device; the host holds inputs,
@@ -43,7 +43,7 @@ class HRMHost:
             self.replace(b)
 
     def replace(self, b: int) -> None:
-        """§6.1 replacement of slot b (the engine resets its z carry separately)."""
+        """hrm.md §6.1 replacement of slot b (the engine resets its z carry separately)."""
         d, j, puzzle, solution = self.stream.next_puzzle(self.curriculum.stage)
         self.inputs[b], self.targets[b] = puzzle, solution
         self.segments[b] = 0
@@ -51,7 +51,7 @@ class HRMHost:
         self.curriculum.total_puzzles += 1
 
     def begin_step(self) -> dict[str, np.ndarray]:
-        """Items (1)-(2) of §6.1: returns the step's injected noise."""
+        """Items (1)-(2) of hrm.md §6.1: returns the step's injected noise."""
         self.t += 1
         self.curriculum.begin_step()
         run = self.run
@@ -65,7 +65,8 @@ class HRMHost:
         self.curriculum.end_step(cell_acc)
 
     def step(self, engines: Sequence[HRMTorchEngine | HRMJaxEngine]) -> StepResult:
-        """§6.1 items 1-5 on every engine; engines[0]'s halted mask replaces slots for all."""
+        """hrm.md §6.1 items 1-5 on every engine; engines[0]'s halted mask replaces slots for
+        all."""
         noise = self.begin_step()
         outs, times = [], []
         for e in engines:
@@ -108,7 +109,7 @@ class HRMHost:
 
 def log_record(host: HRMHost, m: dict[str, float], halted: np.ndarray, dt: float,
                lr: float) -> dict[str, Any]:
-    """One §6.4 record (after the replacements and the curriculum update of step t)."""
+    """One hrm.md §6.4 record (after the replacements and the curriculum update of step t)."""
     n_halt = int(halted.sum())
     cur = host.curriculum
     return {
@@ -257,7 +258,7 @@ class HRMJaxEngine(JaxEngine):
 
 def evaluate(engine: TorchEngine | JaxEngine, cfg: HRMConfig, run: HRMRun, n: int
              ) -> dict[str, Any]:
-    """§5.6 metrics on n evaluation puzzles per difficulty (JAX eval of the engine's current
+    """hrm.md §5.6 metrics on n evaluation puzzles per difficulty (JAX eval of the engine's current
     weights, whichever framework trains)."""
     from twinframe.models.hrm import layout
 
@@ -269,7 +270,7 @@ def evaluate(engine: TorchEngine | JaxEngine, cfg: HRMConfig, run: HRMRun, n: in
 
 
 # ---------------------------------------------------------------------------------------------
-# Evaluation (§5.6) and inference, on the JAX side (any checkpoint converts to it).
+# Evaluation (hrm.md §5.6) and inference, on the JAX side (any checkpoint converts to it).
 
 
 def jax_model_from_state(cfg: HRMConfig, state: dict[str, np.ndarray]) -> tuple[dict, dict]:
@@ -306,7 +307,7 @@ def solve_batch(cfg: HRMConfig, params: dict, consts: dict, puzzles: np.ndarray)
 
 def evaluate_difficulties(cfg: HRMConfig, eval_seed: int, params: dict, consts: dict, n: int,
                           difficulties: tuple[str, ...] = sudoku.DIFFICULTIES) -> dict:
-    """§5.6 metrics per difficulty on n puzzles of the evaluation stream."""
+    """hrm.md §5.6 metrics per difficulty on n puzzles of the evaluation stream."""
     results = {}
     for name in difficulties:
         x, y = sudoku.eval_batch(eval_seed, name, n)

@@ -1,4 +1,4 @@
-"""Safety filter (§5.2) and fingerprints / duplicate tracking (§5.4)."""
+"""Safety filter (altlas.md §5.2) and fingerprints / duplicate tracking (altlas.md §5.4)."""
 
 from __future__ import annotations
 

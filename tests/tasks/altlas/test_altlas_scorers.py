@@ -1,4 +1,5 @@
-"""Scorers (§5.5): test vectors and the end-to-end scripted-policy check of §5.1."""
+"""Scorers (altlas.md §5.5): test vectors and the end-to-end scripted-policy check of altlas.md
+§5.1."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def tb(exc: str) -> str:
     return f'Traceback (most recent call last):\n  File "prog.py", line 1\n{exc}: boom\n'
 
 
-# task, code, result, exact, shaped, (syn, exec, out, struct, cons, sem)  -- spec §5.5 table
+# task, code, result, exact, shaped, (syn, exec, out, struct, cons, sem)  -- altlas.md §5.5 table
 VECTORS = [
     (ADD, "print ( 8 )", res("success", "8\n"), 1.0, 1.0, None),
     (ADD, "print ( 7 )", res("success", "7\n"), 0.1, 0.3271, (0.25, 0.8, 0.1, 0.5478, 0.05, 0)),
@@ -121,7 +122,8 @@ def test_get_scorer() -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# end to end: scripted shortest solutions (§5.1 table) -> decode -> sandbox -> 1.0 under both
+# end to end: scripted shortest solutions (altlas.md §5.1 table) -> decode -> sandbox -> 1.0 under
+# both
 # ------------------------------------------------------------------------------------------
 
 SOLUTIONS = [
@@ -168,7 +170,7 @@ def _semantic_task(language: str, structures: list[str] | None = None):  # noqa:
 
 
 def test_semantic_tree_part_is_python_only() -> None:
-    """§5.5: def/if/for/while score only when the task's target language is Python."""
+    """altlas.md §5.5: def/if/for/while score only when the task's target language is Python."""
     code = "def f ( ) :\n    for x in y :\n        if x :\n            while x :\n" \
            "                pass"
     assert shaped_breakdown(code, res("success", "1"), _semantic_task("python")).semantic == \

@@ -1,4 +1,4 @@
-"""Task loading (§5.1)."""
+"""Task loading (altlas.md §5.1)."""
 
 from __future__ import annotations
 

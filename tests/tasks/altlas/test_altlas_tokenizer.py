@@ -1,4 +1,4 @@
-"""Vocabularies and tokenizer (spec altlas.md §1)."""
+"""Vocabularies and tokenizer (altlas.md §1)."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def test_special_token_rule() -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# encode: §1.2 consequences
+# encode: altlas.md §1.2 consequences
 # ------------------------------------------------------------------------------------------
 
 
@@ -166,7 +166,7 @@ def test_trailing_newlines_never_reach_scanner(lit: Tokenizer) -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# decode: §1.3
+# decode: altlas.md §1.3
 # ------------------------------------------------------------------------------------------
 
 
@@ -216,7 +216,7 @@ def test_roundtrip_property_literal(name: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# structural INDENT / DEDENT: §1.4
+# structural INDENT / DEDENT: altlas.md §1.4
 # ------------------------------------------------------------------------------------------
 
 

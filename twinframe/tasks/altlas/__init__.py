@@ -1,6 +1,6 @@
 """AltLAS tasks: vocabularies and tokenizer, task definitions, safety filter, sandbox, scorers.
 
-Spec altlas.md §1 and §5. Framework-independent (imports neither torch nor jax); the data files
+altlas.md §1 and §5. Framework-independent (imports neither torch nor jax); the data files
 ``data/altlas_vocab.json`` and ``data/altlas_tasks.json`` ship as package data.
 """
 

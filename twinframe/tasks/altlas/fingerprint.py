@@ -1,4 +1,4 @@
-"""Program fingerprints and duplicate tracking (spec altlas.md §5.4, R1).
+"""Program fingerprints and duplicate tracking (altlas.md §5.4, R1).
 
 Fingerprint = MD5 hex of the UTF-8 code after deleting ``#.*$`` (MULTILINE; also inside string
 literals, as R1), ``splitlines()``, ``strip()`` per line, dropping empty lines, joining with
@@ -11,7 +11,7 @@ Choices made where the spec is silent:
 * With policy ``off`` the tracker still records fingerprints (distinct-program statistics) but
   never asks to skip.
 * ``observe_batch`` checks episodes in index order, so the second copy inside one batch is the
-  duplicate (§5.4).
+  duplicate (altlas.md §5.4).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pre-execution safety filter (spec altlas.md §5.2).
+"""Pre-execution safety filter (altlas.md §5.2).
 
 Advisory only: the sandbox (:mod:`.sandbox`) is the security boundary. A rejected program is not
 executed, not fingerprinted and not learned from (w = 0).

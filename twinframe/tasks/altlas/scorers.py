@@ -1,4 +1,4 @@
-"""Host-side scorers (spec altlas.md §5.5): ``exact`` (R1, default) and ``shaped`` (RH).
+"""Host-side scorers (altlas.md §5.5): ``exact`` (R1, default) and ``shaped`` (RH).
 
 Both map (code, execution result, task) to a reward in [0, 1]. They read the expected stdout
 from ``expected_output``, else ``exact_output`` (:attr:`Task.expected_output`), whatever
@@ -250,7 +250,8 @@ def _description_words(description: str) -> list[str]:
     return [w for w in _WORD.findall(description) if len(w) > 2 and w.lower() not in _STOPWORDS]
 
 
-# The syntax-tree structures of the semantic component (§5.5); async forms deliberately absent.
+# The syntax-tree structures of the semantic component (altlas.md §5.5); async forms deliberately
+# absent.
 _STRUCTURES: dict[str, tuple[type[ast.AST], ...]] = {
     "function": (ast.FunctionDef,),
     "class": (ast.ClassDef,),
@@ -272,7 +273,7 @@ def _semantic_score(code: str, tree: ast.AST | None, task: Task) -> float:
         score += 0.2
     if sc.class_name and f"class {sc.class_name}" in code:
         score += 0.2
-    if task.is_python and tree is not None:  # the syntax-tree part (§5.5)
+    if task.is_python and tree is not None:  # the syntax-tree part (altlas.md §5.5)
         found = _structures_found(tree)
         if sc.required_structures is not None:
             score += 0.1 * sum(1 for name in sc.required_structures if found.get(name, False))
@@ -311,7 +312,7 @@ def shaped_breakdown(code: str, result: ExecutionLike, task: Task) -> ShapedBrea
 
 
 def score_shaped(code: str, result: ExecutionLike, task: Task) -> float:
-    """RH shaped scorer (§5.5)."""
+    """RH shaped scorer (altlas.md §5.5)."""
     return shaped_breakdown(code, result, task).score
 
 

@@ -1,4 +1,4 @@
-"""AltLAS task definitions (spec altlas.md §5.1).
+"""AltLAS task definitions (altlas.md §5.1).
 
 Sources: the bundled ``data/altlas_tasks.json`` (format ``altlas-tasks/1``, lookup by ``name``)
 and, optionally, a directory in the reference layout (``<name>.json`` found recursively).
@@ -8,12 +8,13 @@ Choices made where the spec is silent:
 * A directory is searched first when given; a task not found there falls back to the bundle.
   More than one ``<name>.json`` under the directory is an error (ambiguous).
 * Pattern lists (``pattern``/``variations`` given as a list of lines) are stored joined with
-  ``"\\n"``, which is how the shaped scorer compares them (§5.5).
+  ``"\\n"``, which is how the shaped scorer compares them (altlas.md §5.5).
 * ``required_structures`` may be a list of names (``function``, ``class``, ``control_flow``) or a
   mapping name -> bool (the truthy keys are kept); no published task uses it.
 * ``constraints`` keys that are absent stay ``None`` (the shaped scorer scores only keys that are
   present); ``required_numbers`` keep their JSON type (``str(n)`` is what is matched).
-* ``case_sensitive`` defaults to ``True`` and ``whitespace_sensitive`` to ``False`` (§5.1).
+* ``case_sensitive`` defaults to ``True`` and ``whitespace_sensitive`` to ``False`` (altlas.md
+  §5.1).
 * The raw JSON object is kept (read-only copy) in ``Task.raw`` for round-tripping.
 """
 
@@ -117,7 +118,7 @@ class Task:
     target_language: str = "python"
     constraints: Constraints | None = None
     difficulty: str | None = None
-    max_tokens: int | None = None  # top-level field: kept, unused (§5.1)
+    max_tokens: int | None = None  # top-level field: kept, unused (altlas.md §5.1)
     provenance: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False, hash=False)
 

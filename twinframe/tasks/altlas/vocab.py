@@ -1,22 +1,25 @@
-"""AltLAS vocabularies and tokenizer (spec altlas.md §1).
+"""AltLAS vocabularies and tokenizer (altlas.md §1).
 
 Vocabularies come from the bundled ``data/altlas_vocab.json`` (``v0_46``, ``v1_63``,
 ``abstract_53``; id = list index) or from a reference-style ``vocab.json`` (token -> id).
 
 Choices made where the spec is silent (all marked "our choice" in the code as well):
 
-* Validation (§1.1): tokens must be non-empty, distinct strings; ids exactly ``0..V-1``; the four
+* Validation (altlas.md §1.1): tokens must be non-empty, distinct strings; ids exactly ``0..V-1``;
+  the four
   specials present at ids 0..3 (``<PAD>`` = 0 is what the spec requires; the bundled vocabularies
   have all four at 0..3 and :meth:`Tokenizer.encode`/``decode`` rely only on their ids).
 * ``Vocab.surface`` holds the per-token Python surface map; it is non-empty only for
   ``abstract_53`` (from ``python_surface_abstract_53``). Vocabularies loaded from a reference
   ``vocab.json`` get the surface map only when their hash equals the bundled ``abstract_53``.
-* Structural indentation (§1.4): tabs in the leading whitespace are expanded with
+* Structural indentation (altlas.md §1.4): tabs in the leading whitespace are expanded with
   ``str.expandtabs(4)`` (tab stops every 4 columns), every other leading whitespace character
   counts 1. "Leading whitespace" is the maximal prefix of characters with ``str.isspace()``.
 * ``decode`` accepts any iterable of ints (numpy arrays included); ids outside ``0..V-1`` decode
-  to ``<UNK>`` (§1.3 "unknown id"). ``decode(..., surface=False)`` gives the raw token text (the
-  abstract names) for logging; the default applies the surface map, as §1.3 requires for what is
+  to ``<UNK>`` (altlas.md §1.3 "unknown id"). ``decode(..., surface=False)`` gives the raw token
+  text (the
+  abstract names) for logging; the default applies the surface map, as altlas.md §1.3 requires for
+  what is
   executed.
 * ``canonical`` uses the same tokeniser (literal scan of each stripped line) to split a line into
   tokens; it is only specified for programs without ``<UNK>`` and without a literal backslash-n,
@@ -145,7 +148,7 @@ class Vocab:
 
     @cached_property
     def sha256(self) -> str:
-        """Vocabulary hash (§1.1), stored in every checkpoint."""
+        """Vocabulary hash (altlas.md §1.1), stored in every checkpoint."""
         return vocab_sha256(self.tokens)
 
     @cached_property
@@ -219,7 +222,7 @@ def vocab_from_mapping(mapping: Mapping[str, int], name: str = "custom") -> Voca
 
 
 def normalise_text(text: str) -> str:
-    """§1.2 step 1: unify line ends, ``rstrip`` lines, drop trailing empty lines."""
+    """altlas.md §1.2 step 1: unify line ends, ``rstrip`` lines, drop trailing empty lines."""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     lines = [line.rstrip() for line in lines]
     while lines and not lines[-1]:
@@ -259,7 +262,8 @@ def _indent_events(lines: Sequence[str]) -> list[tuple[int, int, int]]:
 
 
 class Tokenizer:
-    """Greedy longest-match tokenizer with literal or structural INDENT/DEDENT (§1.2–§1.4)."""
+    """Greedy longest-match tokenizer with literal or structural INDENT/DEDENT (altlas.md
+    §1.2–§1.4)."""
 
     def __init__(self, vocab: Vocab | str = DEFAULT_VOCAB, indent_mode: IndentMode = "structural"):
         if isinstance(vocab, str):
@@ -316,7 +320,7 @@ class Tokenizer:
     # -- encode -------------------------------------------------------------------------------
 
     def _scan(self, text: str, out: list[int]) -> None:
-        """§1.2 step 3 on ``text`` (no normalisation), appending ids to ``out``."""
+        """altlas.md §1.2 step 3 on ``text`` (no normalisation), appending ids to ``out``."""
         i, n = 0, len(text)
         newline = self.newline_id if self.newline_id is not None else self.unk_id
         while i < n:
@@ -354,13 +358,13 @@ class Tokenizer:
         return out
 
     def encode(self, text: str) -> list[int]:
-        """``[SOS] + ids + [EOS]`` (§1.2)."""
+        """``[SOS] + ids + [EOS]`` (altlas.md §1.2)."""
         return [self.sos_id, *self.encode_body(text), self.eos_id]
 
     # -- decode -------------------------------------------------------------------------------
 
     def decode(self, ids: Iterable[int], *, surface: bool = True) -> str:
-        """Token ids -> text (§1.3/§1.4); all ids are walked, PAD/SOS/EOS skipped."""
+        """Token ids -> text (altlas.md §1.3/§1.4); all ids are walked, PAD/SOS/EOS skipped."""
         texts = self._texts if surface else self._raw_texts
         skip = (self.pad_id, self.sos_id, self.eos_id)
         structural = self.indent_mode == "structural"
@@ -400,7 +404,8 @@ class Tokenizer:
     # -- canonical form -------------------------------------------------------------------------
 
     def canonical(self, text: str) -> str:
-        """§1.4 canonical form: ``decode(encode(s))`` for ``<UNK>``-free programs (structural)."""
+        """altlas.md §1.4 canonical form: ``decode(encode(s))`` for ``<UNK>``-free programs
+        (structural)."""
         norm = normalise_text(text)
         lines = norm.split("\n") if norm else []
         out_lines: list[str] = []
