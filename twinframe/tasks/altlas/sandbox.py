@@ -36,9 +36,9 @@ given ``unsafe_no_sandbox=True``; then programs run directly (same bootstrap and
 temp dir, no isolation at all), a warning is logged, and ``Executor.isolation`` /
 ``ExecutionResult.isolation`` say ``"none"`` instead of ``"bwrap"``.
 
-Choices where the spec (§5.3) is silent or no longer applies:
+Choices where the spec (altlas.md §5.3) is silent or no longer applies:
 
-* The in-process guard of §5.3 (import allow-list, restricted builtins, audit hook,
+* The in-process guard of altlas.md §5.3 (import allow-list, restricted builtins, audit hook,
   ``SandboxViolation``) is gone: it was bypassable and is not a security boundary. A blocked
   operation now fails with the kernel's error (``PermissionError``, ``FileNotFoundError``,
   ``OSError`` EROFS/ENETUNREACH, ``MemoryError``, ...). The static safety filter
@@ -121,7 +121,7 @@ class SandboxUnavailable(TwinframeError):
 
 @dataclass(frozen=True)
 class ExecutionResult:
-    """Outcome of one run (§5.3), as observed by the parent."""
+    """Outcome of one run (altlas.md §5.3), as observed by the parent."""
 
     status: Status
     stdout: str
