@@ -425,8 +425,8 @@ def level_p7(cfg: AltLASConfig, run: AltLASRun, n: int = 5, m: int = 5) -> list[
         series["t_norm"].append(rt["grad_norm"])
         series["j_norm"].append(rj["grad_norm"])
     pt, pj = lock.params()
-    res = [_cmp("P7", "token_mismatch_episodes", np.zeros(1), np.array([lock.mismatches]),
-                "P9.invariant"),
+    res = [Comparison("P7", "token_mismatch_episodes", np.zeros(1), np.array([lock.mismatches]),
+                      "L5.mismatches"),
            Comparison("P7", f"loss[{n + 1}..{n + m}]", np.asarray(series["t_loss"]),
                       np.asarray(series["j_loss"]), "L5.loss"),
            Comparison("P7", f"grad_norm[{n + 1}..{n + m}]", np.asarray(series["t_norm"]),
