@@ -17,10 +17,11 @@ def main(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from twinframe import registry
+    from twinframe import jax_cache, registry
     from twinframe.store.io import atomic_write
     from twinframe.training.bench import bench
 
+    jax_cache.enable()
     spec = registry.get(args.model)
     cfg, run = spec.config(args.config), spec.run_config(args.config)
     r = bench(spec, cfg, run, args.steps, args.rounds)

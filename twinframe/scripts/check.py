@@ -32,9 +32,10 @@ def format_table(records: list[Record], failures_only: bool = False) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from twinframe import registry
+    from twinframe import jax_cache, registry
     from twinframe.parity import checks
 
+    jax_cache.enable()
     spec = registry.get(args.model)
     cfg, run = spec.config(args.config), spec.run_config(args.config)
     only = {s.strip() for s in args.levels.split(",") if s.strip()} or None

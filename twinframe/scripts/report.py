@@ -17,9 +17,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from twinframe import registry
+    from twinframe import jax_cache, registry
     from twinframe.parity import checks, report
 
+    jax_cache.enable()
     t0 = time.perf_counter()
     names = args.models or list(registry.MODELS)
     results = []

@@ -23,9 +23,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from twinframe import registry
+    from twinframe import jax_cache, registry
     from twinframe.training.loop import train
 
+    jax_cache.enable()
     spec = registry.get(args.model)
     cfg, run = spec.config(args.config), spec.run_config(args.config)
     if args.lr is not None:
