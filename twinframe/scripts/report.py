@@ -31,20 +31,20 @@ def main(args: argparse.Namespace) -> int:
         t1 = time.perf_counter()
         records = checks.run(spec, cfg, run, progress=lambda m: print("  " + m, flush=True))
         curves: dict = {}
-        runs = []
+        results_l5 = []
         if args.curve:
             for lr in (run.lr, *spec.curve.extra_lrs):
                 label = f"@lr{lr:g}"
                 print(f"[{name}] {args.curve}-step lockstep training curve, lr {lr:g} ...",
                       flush=True)
-                runs.append(checks.run_curve(spec, cfg, run.replace(lr=lr), args.curve, label))
+                results_l5.append(checks.run_curve(spec, cfg, run.replace(lr=lr), args.curve, label))
         if args.switch:
             for src, dst in (("torch", "jax"), ("jax", "torch")):
                 print(f"[{name}] mid-training switch {src} -> {dst} ...", flush=True)
-                runs.append(checks.run_switch(spec, cfg, run, args.switch, src, dst))
-        for run in runs:
-            records += run.records
-            curves.update(run.curves)
+                results_l5.append(checks.run_switch(spec, cfg, run, args.switch, src, dst))
+        for res in results_l5:
+            records += res.records
+            curves.update(res.curves)
         results.append(report.ModelResult(name, args.config, {**cfg.to_dict(), **run.to_dict()},
                                           records, curves,
                                           time.perf_counter() - t1))
