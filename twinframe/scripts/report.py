@@ -37,7 +37,8 @@ def main(args: argparse.Namespace) -> int:
                 label = f"@lr{lr:g}"
                 print(f"[{name}] {args.curve}-step lockstep training curve, lr {lr:g} ...",
                       flush=True)
-                results_l5.append(checks.run_curve(spec, cfg, run.replace(lr=lr), args.curve, label))
+                results_l5.append(
+                    checks.run_curve(spec, cfg, run.replace(lr=lr), args.curve, label))
         if args.switch:
             for src, dst in (("torch", "jax"), ("jax", "torch")):
                 print(f"[{name}] mid-training switch {src} -> {dst} ...", flush=True)
