@@ -140,6 +140,37 @@ class Refusal:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
+class JaxFace:
+    """A model's pure JAX entry points in one calling convention, for adapters that wrap every
+    model the same way (`twinframe.flax`). `ModelSpec.jax_face(cfg)` builds it (cache it: the
+    functions' identity keys jit caches).
+
+    `params` is the layout tree's `params` root; `frozen` its other roots (`consts`, `state`),
+    plus `carry` ({carry row: array}, batch first) when the layout has carry rows. `updates`
+    holds new values for any part of `frozen` (`{'carry': ...}`, `{'state': ...}`; `{}` when
+    nothing changes). All functions are pure and jittable.
+
+      apply(params, frozen, *inputs) -> (outputs, updates)           the main forward
+      loss(params, frozen, *batch) -> (loss, (aux, updates))         differentiable in params
+      train(step, params, opt_state, frozen, *batch) -> (params, opt_state, loss, updates):
+          one call of `step = make_train_step(cfg, tx)` on the same batch; `tx` applied to
+          grad(loss) must reproduce it
+      example(batch_size, seed) -> (inputs, batch)                    valid arguments
+      init_carry(frozen, batch_size) -> {row: array}                  when there are carry rows
+      methods: further entry points, named, in apply's convention
+      outside: what of the model these functions do not cover (host-side loops), one sentence
+    """
+
+    apply: Callable[..., Any]
+    loss: Callable[..., Any]
+    train: Callable[..., Any]
+    example: Callable[[int, int], tuple[tuple[Any, ...], tuple[Any, ...]]]
+    init_carry: Callable[[Mapping[str, Any], int], dict[str, Any]] | None = None
+    methods: Mapping[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
+    outside: str = ""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class ModelSpec(Generic[C, R]):
     """Everything generic code needs of one model (hashed by identity: `registry.get` returns
     one instance per model, so per-spec caches share compilations).
@@ -168,6 +199,7 @@ class ModelSpec(Generic[C, R]):
     refused: tuple[Refusal, ...] = ()
     infer: Callable[[C, R, StateDict, str, int], str] | None = None
     evaluate: Callable[[Engine, C, R, int], dict[str, Any]] | None = None
+    jax_face: Callable[[C], JaxFace] | None = None  # optional: NNX modules (`twinframe.flax`)
 
     def preset(self, name: str) -> Preset[C, R]:
         try:

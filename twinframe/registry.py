@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any
 
-from twinframe.contract import Curve, ModelSpec, Preset, ProgressField, Refusal
+from twinframe.contract import Curve, JaxFace, ModelSpec, Preset, ProgressField, Refusal
 from twinframe.errors import TwinframeError
 
 
@@ -35,8 +36,99 @@ def _hrm() -> ModelSpec:
                   ProgressField("curriculum_stage", "stage", "d"),
                   ProgressField("steps_per_s", "step/s", ".1f")),
         refused=(Refusal(run={"bias_correction": True}), Refusal(run={"noise_source": "native"})),
-        infer=tr_hrm.infer, evaluate=tr_hrm.evaluate,
+        infer=tr_hrm.infer, evaluate=tr_hrm.evaluate, jax_face=_hrm_face,
     )
+
+
+@functools.cache
+def _hrm_face(cfg: Any) -> JaxFace:
+    """HRM-ACT in the JaxFace convention: the carry is z_H/z_L; a call is one ACT segment."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from twinframe.functional import hrm as f
+
+    def full(frozen, segments, inputs, targets):
+        return f.HRMCarry(frozen["carry"]["z_H"], frozen["carry"]["z_L"], segments, inputs,
+                          targets)
+
+    def zs(out):
+        return {"carry": {"z_H": out.z_H, "z_L": out.z_L}}
+
+    def apply(params, frozen, inputs):
+        out = f.segment(params, frozen["consts"], frozen["carry"]["z_H"], frozen["carry"]["z_L"],
+                        inputs, cfg)
+        return out, zs(out)
+
+    def loss(params, frozen, segments, inputs, targets, noise):
+        value, out = f.act_loss(params, frozen["consts"], full(frozen, segments, inputs, targets),
+                                noise, cfg)
+        return value, (out, zs(out.carry))
+
+    def train(step, params, opt_state, frozen, segments, inputs, targets, noise):
+        params, opt_state, out = step(params, opt_state, frozen["consts"],
+                                      full(frozen, segments, inputs, targets), noise)
+        return params, opt_state, out.metrics["loss"], zs(out.carry)
+
+    def init_carry(frozen, batch_size):
+        empty = jnp.zeros((batch_size, cfg.seq_len), jnp.int32)
+        c = f.initial_carry(frozen["consts"], empty, empty, cfg)
+        return {"z_H": c.z_H, "z_L": c.z_L}
+
+    def example(batch_size, seed):
+        rng, shape = np.random.default_rng(seed), (batch_size, cfg.seq_len)
+        targets = rng.integers(1, cfg.vocab_size, shape).astype(np.int32)
+        inputs = np.where(rng.random(shape) < 0.5, targets, 0).astype(np.int32)
+        noise = {"explore_u": rng.random(batch_size, np.float32),
+                 "min_halt_draw": rng.integers(2, cfg.halt_max_steps + 1, batch_size, np.int32)}
+        return (inputs,), (np.zeros(batch_size, np.int32), inputs, targets, noise)
+
+    def evaluate(params, frozen, inputs):
+        return f.evaluate(params, frozen["consts"], inputs, cfg), {}
+
+    return JaxFace(apply, loss, train, example, init_carry, {"evaluate": evaluate}, outside=(
+        "the training host stays outside: drawing puzzles and exploration noise, advancing "
+        "segment counters, replacing halted slots (reset_carry(mask)) and the curriculum"))
+
+
+@functools.cache
+def _altlas_face(cfg: Any) -> JaxFace:
+    """AltLAS in the JaxFace convention: no carry (the RNN state starts at zero per episode)."""
+    import numpy as np
+
+    from twinframe.functional import altlas as f
+
+    def apply(params, frozen, x, state=None):
+        return f.forward(params, x, cfg, state), {}
+
+    def loss(params, frozen, batch):
+        value, aux = f.reinforce_loss(params, batch.tokens, batch.valid, batch.advantages,
+                                      batch.weights, batch.beta, cfg, batch.dropout_mask)
+        return value, (aux, {})
+
+    def train(step, params, opt_state, frozen, batch):
+        params, opt_state, out = step(params, opt_state, batch)
+        return params, opt_state, out.loss, {}
+
+    def example(batch_size, seed):
+        rng, shape = np.random.default_rng(seed), (batch_size, cfg.max_gen_len)
+        tokens = rng.integers(0, cfg.vocab_size, shape).astype(np.int32)
+        batch = f.LearnBatch(tokens, rng.random(shape) < 0.9,
+                             rng.standard_normal(batch_size).astype(np.float32),
+                             np.ones(batch_size, np.float32), np.float32(0.01))
+        return (np.asarray(f.teacher_inputs(tokens)),), (batch,)
+
+    def generate(params, frozen, noise):
+        return f.generate(params, noise, cfg), {}
+
+    def step(params, frozen, tok, state):
+        return f.step(params, tok, state, cfg), {}
+
+    return JaxFace(apply, loss, train, example, None, {"generate": generate, "step": step},
+                   outside=(
+        "the episode loop stays outside: drawing Gumbel noise, decoding, safety checks, "
+        "sandboxed execution and scoring, the reward baseline and advantages, and skipping an "
+        "update whose weights sum to 0 (make_train_step's lax.cond)"))
 
 
 def _altlas() -> ModelSpec:
@@ -65,7 +157,7 @@ def _altlas() -> ModelSpec:
                   ProgressField("cumulative_successes", "total", "d"),
                   ProgressField("episodes_per_s", "episodes/s", ".1f")),
         refused=(Refusal(model={"dropout": 0.5}), Refusal(model={"initial_grammar_boost": 2.2})),
-        evaluate=tr_alt.evaluate,
+        evaluate=tr_alt.evaluate, jax_face=_altlas_face,
     )
 
 

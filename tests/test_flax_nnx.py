@@ -1,0 +1,224 @@
+"""Flax NNX faces (`twinframe.flax`), checked for every registered model that declares a
+`jax_face`: outputs bit for bit against the pure functions (eager and under `nnx.jit`),
+`nnx.split` -> pure params -> `nnx.merge`, and an `nnx.Optimizer` step with the model's optax
+transformation against its jitted `make_train_step`. Models without a `jax_face` are skipped
+with that reason."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from twinframe import flax as tf_flax
+from twinframe import registry
+from twinframe.errors import TwinframeError
+from twinframe.models.layout import flatten_tree, normalize_tree_keys, path_str
+
+PRESET = "tiny"
+BATCH = 3
+SEED = 5
+
+
+def _case(name: str):
+    spec = registry.get(name)
+    if spec.jax_face is None:
+        pytest.skip(f"{name}: ModelSpec.jax_face is not declared (no Flax NNX face yet)")
+    return _built(name)
+
+
+@functools.cache
+def _built(name: str):
+    spec = registry.get(name)
+    cfg, run = spec.config(PRESET), spec.run_config(PRESET)
+    tree = spec.layout(cfg).table.torch_to_tree(spec.canonical_init(cfg, run.seed))
+    tree = jax.tree.map(jnp.asarray, normalize_tree_keys(tree))
+    face = spec.jax_face(cfg)
+    inputs, batch = face.example(BATCH, SEED)
+    return spec, cfg, run, tree, face, inputs, batch
+
+
+def _pure_frozen(tree, face):
+    """The pure side's `frozen`: non-params roots, plus the initial carry (if any)."""
+    frozen = {k: v for k, v in tree.items() if k != "params"}
+    if face.init_carry is not None:
+        frozen["carry"] = face.init_carry(dict(frozen), BATCH)
+    return frozen
+
+
+def _copy(tree):
+    return jax.tree.map(jnp.copy, tree)
+
+
+def _bits(tree) -> dict[str, tuple[str, tuple, bytes]]:
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    return {jax.tree_util.keystr(p): (np.asarray(v).dtype.str, np.shape(v),
+                                      np.asarray(v).tobytes()) for p, v in leaves}
+
+
+def _assert_same(a, b, what: str) -> None:
+    fa, fb = _bits(a), _bits(b)
+    assert fa.keys() == fb.keys(), what
+    bad = [k for k in fa if fa[k] != fb[k]]
+    assert not bad, f"{what}: {len(bad)} leaves differ, first {bad[:3]}"
+
+
+def _by_path(tree) -> dict[str, np.ndarray]:
+    return {path_str(k): np.asarray(v) for k, v in flatten_tree(tree).items()}
+
+
+def _module(name, tree, **kw):
+    return tf_flax.module(name, PRESET, tree, rngs=nnx.Rngs(0), **kw)
+
+
+@pytest.mark.parametrize("name", registry.MODELS)
+def test_params_are_the_pure_leaves(name):
+    spec, cfg, _, tree, face, _, _ = _case(name)
+    model = _module(name, tree)
+    state = nnx.state(model, nnx.Param)
+    got = _by_path(nnx.to_pure_dict(state))
+    want = _by_path(tree["params"])
+    assert got.keys() == want.keys()
+    for k in want:
+        assert got[k].shape == want[k].shape and got[k].dtype == want[k].dtype, k
+    # no copies: the Params hold the very arrays they were given
+    held = {path_str(k): v for k, v in flatten_tree(model.params()).items()}
+    given = {path_str(k): v for k, v in flatten_tree(tree["params"]).items()}
+    assert all(held[k] is given[k] for k in given)
+    # non-trainable roots are not Params, and every leaf of the layout tree is in the state
+    rest = _by_path(nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.Param))))
+    assert {f"params/{k}" for k in got} | set(rest) == {path_str(r.path) for r in
+                                                        spec.layout(cfg).table.rows}
+    assert type(model).__doc__ and "Not covered" in type(model).__doc__
+
+
+@pytest.mark.parametrize("name", registry.MODELS)
+def test_outputs_bit_exact(name):
+    """Eager call and `nnx.jit` call equal the pure apply (eager, jit), outputs and carry."""
+    _, _, _, tree, face, inputs, _ = _case(name)
+    frozen = _pure_frozen(tree, face)
+    want, want_upd = face.apply(tree["params"], frozen, *inputs)
+    model = _module(name, tree, batch_size=BATCH)
+    _assert_same(model(*inputs), want, f"{name}: eager outputs")
+    _assert_same(nnx.to_pure_dict(nnx.state(model, tf_flax.Carry)).get("carry", {}),
+                 want_upd.get("carry", {}), f"{name}: carry after the call")
+
+    jit_want, jit_upd = jax.jit(face.apply)(tree["params"], frozen, *inputs)
+    model = _module(name, tree, batch_size=BATCH)
+    call = nnx.jit(lambda m, *x: m(*x))
+    _assert_same(call(model, *inputs), jit_want, f"{name}: nnx.jit outputs")
+    _assert_same(nnx.to_pure_dict(nnx.state(model, tf_flax.Carry)).get("carry", {}),
+                 jit_upd.get("carry", {}), f"{name}: carry after the nnx.jit call")
+
+
+@pytest.mark.parametrize("name", registry.MODELS)
+def test_split_pure_merge_roundtrip(name):
+    _, _, _, tree, face, inputs, _ = _case(name)
+    model = _module(name, tree, batch_size=BATCH)
+    before = _bits(nnx.to_pure_dict(nnx.state(model)))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    pure = normalize_tree_keys(nnx.to_pure_dict(params))  # the pure pytree: lists as lists
+    _assert_same(pure, tree["params"], f"{name}: pure params from nnx.split")
+    want, _ = face.apply(pure, _pure_frozen(tree, face), *inputs)
+    params2 = nnx.state(nnx.merge(graphdef, params, rest), nnx.Param)
+    nnx.replace_by_pure_dict(params2, jax.tree.map(jnp.copy, nnx.to_pure_dict(params)))
+    merged = nnx.merge(graphdef, params2, rest)
+    assert _bits(nnx.to_pure_dict(nnx.state(merged))) == before
+    _assert_same(merged(*inputs), want, f"{name}: merged module outputs")
+
+
+@pytest.mark.parametrize("name", registry.MODELS)
+def test_optimizer_step_equals_train_step(name):
+    """Two steps of nnx.Optimizer(model, spec.jax_optimizer(run)) under nnx.jit equal two
+    calls of spec.make_train_step(cfg, tx): parameters, optimizer state, loss, carry."""
+    spec, cfg, run, tree, face, _, batch = _case(name)
+    tx = spec.jax_optimizer(run)
+
+    model = _module(name, _copy(tree), batch_size=BATCH)
+    opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+    @nnx.jit
+    def nnx_step(model, opt, *batch):
+        (loss, _), grads = nnx.value_and_grad(lambda m: m.loss(*batch), has_aux=True)(model)
+        opt.update(model, grads)
+        return loss
+
+    step = spec.make_train_step(cfg, tx)
+    params, frozen = _copy(tree["params"]), _pure_frozen(tree, face)
+    opt_state = tx.init(params)
+    for k in range(2):
+        loss = nnx_step(model, opt, *batch)
+        params, opt_state, want_loss, upd = face.train(step, params, opt_state, _copy(frozen),
+                                                       *_copy(batch))
+        frozen = {**frozen, **upd}
+        _assert_same(loss, want_loss, f"{name}: loss of step {k + 1}")
+        _assert_same(model.params(), params, f"{name}: params after step {k + 1}")
+        got_opt = jax.tree.leaves(nnx.as_pure(opt.opt_state))
+        want_opt = jax.tree.leaves(opt_state)
+        assert len(got_opt) == len(want_opt)
+        _assert_same(got_opt, want_opt, f"{name}: optimizer state after step {k + 1}")
+        if "carry" in frozen:
+            _assert_same(tf_flax.values(model.carry), frozen["carry"], f"{name}: carry")
+    assert int(opt.step[...]) == 2
+
+
+@pytest.mark.parametrize("name", registry.MODELS)
+def test_weights_from_torch_state_and_canonical_init(name):
+    spec, cfg, run, tree, _, _, _ = _case(name)
+    state = spec.canonical_init(cfg, run.seed)
+    a = _module(name, state)
+    _assert_same(a.tree(), tree, f"{name}: module from a torch-layout state")
+    assert spec.layout(cfg).table.tree_to_torch(jax.device_get(a.tree())).keys() == state.keys()
+    b = tf_flax.module(name, cfg, rngs=nnx.Rngs(3))
+    c = tf_flax.module(name, cfg, rngs=nnx.Rngs(3))
+    _assert_same(b.tree(), c.tree(), f"{name}: canonical init from rngs")
+    abstract = tf_flax.abstract_module(name, cfg)
+    shapes = jax.tree.map(lambda x: (x.shape, x.dtype), nnx.to_pure_dict(nnx.state(abstract)))
+    assert shapes == jax.tree.map(lambda x: (x.shape, x.dtype), nnx.to_pure_dict(nnx.state(a)))
+
+
+def test_bad_weights_and_missing_carry_are_one_line_errors():
+    name = next((n for n in registry.MODELS if registry.get(n).jax_face is not None), None)
+    if name is None:
+        pytest.skip("no registered model declares a jax_face")
+    spec, cfg, run, tree, face, inputs, _ = _built(name)
+    state = spec.canonical_init(cfg, run.seed)
+    key = next(iter(state))
+    with pytest.raises(TwinframeError, match=key):
+        _module(name, {k: v for k, v in state.items() if k != key})
+    bad = dict(tree)
+    bad["params"] = jax.tree.map(lambda x: x, tree["params"])
+    first = next(iter(flatten_tree(bad["params"])))
+    node = bad["params"]
+    for p in first[:-1]:
+        node = node[p]
+    node[first[-1]] = jnp.zeros((7, 7))
+    with pytest.raises(TwinframeError, match="shape"):
+        _module(name, bad)
+    if spec.layout(cfg).carry:
+        with pytest.raises(TwinframeError, match="init_carry"):
+            _module(name, tree)(*inputs)
+
+
+def test_reset_carry_rows():
+    name = next((n for n in registry.MODELS if registry.get(n).jax_face is not None
+                 and registry.get(n).layout(registry.get(n).config(PRESET)).carry), None)
+    if name is None:
+        pytest.skip("no registered model with a jax_face has carry rows")
+    _, _, _, tree, face, inputs, _ = _built(name)
+    model = _module(name, tree, batch_size=BATCH)
+    fresh = tf_flax.values(model.carry)
+    model(*inputs)
+    moved = tf_flax.values(model.carry)
+    mask = np.zeros(BATCH, bool)
+    mask[1] = True
+    model.reset_carry(mask)
+    now = tf_flax.values(model.carry)
+    for k in fresh:
+        assert np.array_equal(now[k][1], fresh[k][1]) and np.array_equal(now[k][0], moved[k][0])
+    model.reset_carry()
+    _assert_same(tf_flax.values(model.carry), fresh, "reset_carry()")
