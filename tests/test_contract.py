@@ -173,3 +173,17 @@ def test_a_mutated_jax_optimizer_fails_l5(name):
     res = checks.run_curve(mutated, cfg, run, 4)
     failed = [r.name for r in res.records if not r.passed]
     assert any(".params." in n for n in failed), failed
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_nnx_checkpoint_roundtrip_is_bit_exact(name, tmp_path):
+    """torch-layout weights -> orbax checkpoint of the Flax NNX state (`twinframe.flax`,
+    `convert --format nnx`) -> torch layout again, bit for bit, with the model and config."""
+    from twinframe.flax import checkpoint as nnx_checkpoint
+
+    spec, cfg, run = _setup(name)
+    init = spec.canonical_init(cfg, run.seed)
+    nnx_checkpoint.write_nnx(tmp_path / "nnx", spec, cfg, init)
+    got_name, got_cfg, state = nnx_checkpoint.read_nnx(tmp_path / "nnx")
+    assert (got_name, got_cfg) == (name, cfg.to_dict())
+    _assert_same_bits(state, init, f"{name}: NNX checkpoint round trip")

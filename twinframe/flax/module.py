@@ -7,8 +7,9 @@ The module holds the model's layout tree as NNX variables and runs the model's p
   wrapped in `nnx.Param` (the arrays themselves, not copies), so `nnx.state(m, nnx.Param)` has
   exactly the pure params tree's paths, shapes and dtypes, and `nnx.Optimizer(m, tx,
   wrt=nnx.Param)` hands the model's own optax transformation the tree it was written for;
-- the other layout roots are attributes of the same name: `consts` (leaves `Const`, never
-  written) and `state` (leaves `Buffer`, an `nnx.BatchStat`: running statistics, EMA copies);
+- the other layout roots are attributes of the same name: `state` (leaves `Buffer`, an
+  `nnx.BatchStat`: running statistics, EMA copies), `consts` and any other non-trained root
+  (leaves `Const`: not trained; written only by what a model's functions return);
 - the carry rows of the layout live under `carry` (leaves `Carry`, an `nnx.Cache`), created by
   `init_carry(batch_size)` (as `init_cache` is in Flax attention) and written by every call.
 
@@ -42,7 +43,8 @@ from twinframe.models.layout import (
 
 
 class Const(nnx.Variable):
-    """A constant of the model (layout root `consts`): never trained, never written."""
+    """A non-trained model tensor that no step changes (layout root `consts`, and any root
+    other than `params`/`state`, e.g. frozen projections)."""
 
 
 class Buffer(nnx.BatchStat):
@@ -60,8 +62,9 @@ CARRY = "carry"
 
 
 def variable_type(root: str) -> type[nnx.Variable]:
-    """The NNX variable type of a layout tree root (unknown roots are mutable state)."""
-    return ROOT_TYPES.get(root, Buffer)
+    """The NNX variable type of a layout tree root: `params` -> `nnx.Param`, `state` ->
+    `Buffer`, `consts` and any other non-trained root (e.g. frozen projections) -> `Const`."""
+    return ROOT_TYPES.get(root, Const)
 
 
 def _is_var(x: Any) -> bool:
@@ -263,17 +266,26 @@ def layout_tree(spec: ModelSpec, cfg: FrozenConfig, weights: Mapping[str, Any]) 
         return jax.tree.map(jnp.asarray, normalize_tree_keys(tree))
     flat = {path_str(k): (k, v) for k, v in flatten_tree(normalize_tree_keys(dict(weights)))
             .items()}
-    rows = {path_str(r.path): r for r in table.rows}
+    rows: dict[str, Any] = {}
+    for r in table.rows:  # alias rows (several torch keys, one leaf) share a path
+        rows.setdefault(path_str(r.path), r)
     check_key_sets(set(flat), set(rows), "tree path")
     for key, (_, v) in flat.items():
         shape, dtype = tuple(np.shape(v)), jnp.result_type(v)
         if shape != rows[key].jax_shape:
             raise CheckpointError(f"{key}: shape {shape} does not match expected "
                                   f"{rows[key].jax_shape}")
-        if not jnp.issubdtype(dtype, jnp.floating):
-            raise CheckpointError(f"{key}: dtype {dtype} is not a float type")
+        kind = jnp.floating if getattr(rows[key], "dtype", "float32") == "float32" else \
+            jnp.integer  # integer rows: counters
+        if not jnp.issubdtype(dtype, kind):
+            raise CheckpointError(f"{key}: dtype {dtype} is not {kind.__name__}")
     return unflatten_tree({k: (v if isinstance(v, jax.Array) else jnp.asarray(v))
                            for k, v in flat.values()})
+
+
+def _jax_dtype(row: Any) -> str:
+    """A table row's dtype on the JAX side (float32 unless the row declares an integer)."""
+    return row.jax_dtype() if hasattr(row, "jax_dtype") else "float32"
 
 
 def _seed(rngs: nnx.Rngs | None) -> int:
@@ -317,7 +329,7 @@ def abstract_module(name: str, cfg: Any, batch_size: int | None = None) -> TwinM
     rows = spec.layout(cfg).table.rows
 
     def build() -> TwinModule:
-        tree = unflatten_tree({r.path: jnp.zeros(r.jax_shape, jnp.float32) for r in rows})
+        tree = unflatten_tree({r.path: jnp.zeros(r.jax_shape, _jax_dtype(r)) for r in rows})
         return module(name, cfg, tree, rngs=None, batch_size=batch_size)
 
     return nnx.eval_shape(build)
