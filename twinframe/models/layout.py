@@ -36,21 +36,37 @@ class Rule(StrEnum):
     TRANSPOSE = "transpose"
 
 
+INT_DTYPES = {"int64": "int32"}  # integer rows: torch dtype -> JAX dtype (JAX runs without x64)
+
+
 @dataclasses.dataclass(frozen=True)
 class Row:
+    """One torch tensor <-> one pytree leaf. `dtype` is the torch dtype: "float32" (float
+    files in bf16/f16 accepted), or an integer counter ("int64" in torch, int32 in JAX).
+    `stack` = (i, n): the tensor is slice i of a leaf stacked over n modules along a new
+    leading JAX axis (per-module torch keys, one vmapped JAX leaf)."""
+
     torch_key: str
     path: PathT
     rule: Rule
     shape: tuple[int, ...]
+    dtype: str = "float32"
+    stack: tuple[int, int] | None = None
 
     @property
     def jax_shape(self) -> tuple[int, ...]:
-        return self.shape[::-1] if self.rule is Rule.TRANSPOSE else self.shape
+        base = self.shape[::-1] if self.rule is Rule.TRANSPOSE else self.shape
+        return base if self.stack is None else (self.stack[1], *base)
+
+    def jax_dtype(self) -> str:
+        return INT_DTYPES.get(self.dtype, self.dtype)
 
 
 def apply_rule(rule: Rule, x: np.ndarray) -> np.ndarray:
-    """Same transform both directions (2-D transpose is its own inverse); always contiguous."""
-    return np.ascontiguousarray(x.T if rule is Rule.TRANSPOSE else x)
+    """Same transform both directions (2-D transpose is its own inverse); always contiguous
+    (0-d arrays stay 0-d)."""
+    out = x.T if rule is Rule.TRANSPOSE else x
+    return np.ascontiguousarray(out).reshape(np.shape(out))
 
 
 def path_str(path: PathT) -> str:
@@ -104,14 +120,21 @@ def normalize_tree_keys(tree: Any) -> Any:
     return tree
 
 
-def _check_array(name: str, x: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """Validate dtype and shape of one tensor; return it as float32."""
+def _check_array(name: str, x: Any, shape: tuple[int, ...], dtype: str = "float32"
+                 ) -> np.ndarray:
+    """Validate dtype and shape of one tensor; return it as float32 (or, for an integer row,
+    as `dtype`: integers, or floats holding integers, are accepted)."""
     x = np.asarray(x)
-    if x.dtype.name not in ACCEPTED_DTYPES:
+    if dtype in INT_DTYPES or dtype in INT_DTYPES.values():
+        ok = np.issubdtype(x.dtype, np.integer) or (
+            x.dtype.name in ACCEPTED_DTYPES and bool(np.all(np.asarray(x, np.float64) % 1 == 0)))
+        if not ok:
+            raise CheckpointError(f"{name}: dtype {x.dtype.name} is not an integer counter")
+    elif x.dtype.name not in ACCEPTED_DTYPES:
         raise CheckpointError(f"{name}: dtype {x.dtype.name} not supported (want float32/bfloat16)")
     if tuple(x.shape) != tuple(shape):
         raise CheckpointError(f"{name}: shape {tuple(x.shape)} does not match expected {shape}")
-    return x.astype(np.float32)
+    return x.astype(np.float32 if dtype == "float32" else dtype)
 
 
 def check_key_sets(have: set, want: set, what: str) -> None:
@@ -135,21 +158,28 @@ class Table:
     def torch_to_tree(self, state: Mapping[str, Any]) -> dict:
         """torch-layout {key: array} -> nested pytree (float32 NumPy leaves)."""
         check_key_sets(set(state), set(self.by_key()), "key")
-        flat = {
-            r.path: apply_rule(r.rule, _check_array(r.torch_key, state[r.torch_key], r.shape))
-            for r in self.rows
-        }
+        flat: dict[PathT, Any] = {}
+        stacked: dict[PathT, dict[int, np.ndarray]] = {}
+        for r in self.rows:
+            x = apply_rule(r.rule, _check_array(r.torch_key, state[r.torch_key], r.shape,
+                                                r.jax_dtype()))
+            if r.stack is None:
+                flat[r.path] = x
+            else:
+                stacked.setdefault(r.path, {})[r.stack[0]] = x
+        for path, parts in stacked.items():
+            flat[path] = np.stack([parts[i] for i in range(len(parts))])
         return unflatten_tree(flat)
 
     def tree_to_torch(self, tree: Any) -> dict[str, np.ndarray]:
         """Nested pytree -> torch-layout {key: float32 contiguous array}."""
         flat = flatten_tree(normalize_tree_keys(tree))
-        rows = {r.path: r for r in self.rows}
-        check_key_sets(set(map(path_str, flat)), set(map(path_str, rows)), "tree path")
+        paths = {r.path for r in self.rows}
+        check_key_sets(set(map(path_str, flat)), set(map(path_str, paths)), "tree path")
         out = {}
-        for path, r in rows.items():
-            x = _check_array(path_str(path), np.asarray(flat[path]), r.jax_shape)
-            out[r.torch_key] = apply_rule(r.rule, x)
+        for r in self.rows:
+            x = _check_array(path_str(r.path), np.asarray(flat[r.path]), r.jax_shape, r.dtype)
+            out[r.torch_key] = apply_rule(r.rule, x if r.stack is None else x[r.stack[0]])
         return out
 
     def subtable(self, root: str) -> Table:
@@ -200,6 +230,24 @@ class Layout:
     carry: tuple[CarryRow, ...] = ()
     slots: tuple[OptSlot, ...] = ADAM_SLOTS
     step: StepSlot = StepSlot()
+    step_groups: tuple[str, ...] = ()
+    """Top-level `params` subtrees with their own step counter (several optimizers, or one
+    whose updates are gated per group). Empty: one counter for all. Else the counters are
+    named `<group>.<step.torch>` / `<group>.<step.jax>`, and the JAX optimizer state is a dict
+    {group: optax state of params[group]}."""
+
+    def step_names(self, framework: str) -> dict[str | None, str]:
+        """{group (None when ungrouped): the counter's name in `framework`'s train state}."""
+        base = self.step.torch if framework == "torch" else self.step.jax
+        if not self.step_groups:
+            return {None: base}
+        return {g: f"{g}.{base}" for g in self.step_groups}
+
+    def group_of(self, torch_key: str) -> str | None:
+        """The step group of a trained tensor (None when ungrouped)."""
+        if not self.step_groups:
+            return None
+        return str(next(r.path[1] for r in self.table.rows if r.torch_key == torch_key))
 
     @property
     def params(self) -> Table:
@@ -237,14 +285,17 @@ def convert_train_state(state: Mapping[str, Any], layout: Layout, to: str) -> di
     out = {k: v for k, v in state.items() if k not in ("model", "opt", "carry", "framework")}
     if to == "jax":
         out["model"] = tab.torch_to_tree(state["model"])
+        names = layout.step_names("jax")
         new_opt: dict[str, Any] = {
-            layout.step.jax: np.asarray(int(round(float(np.asarray(opt[layout.step.torch])))),
-                                        np.int32)}
+            names[g]: np.asarray(int(round(float(np.asarray(opt[n])))), np.int32)
+            for g, n in layout.step_names("torch").items()}
         for s in layout.slots:
             new_opt[s.jax] = sub.torch_to_tree(opt[s.torch])
     else:
         out["model"] = tab.tree_to_torch(state["model"])
-        new_opt = {layout.step.torch: float(np.asarray(opt[layout.step.jax]))}
+        names = layout.step_names("torch")
+        new_opt = {names[g]: float(np.asarray(opt[n]))
+                   for g, n in layout.step_names("jax").items()}
         for s in layout.slots:
             new_opt[s.torch] = sub.tree_to_torch(opt[s.jax])
     out["opt"] = new_opt

@@ -66,8 +66,11 @@ def to_numpy(t: Any) -> np.ndarray:
 
 
 def from_numpy(x: np.ndarray, dtype: str) -> Any:
+    """float arrays -> float32 (or bf16) tensors; integer arrays (counters) keep their dtype."""
     import torch
 
+    if np.issubdtype(np.asarray(x).dtype, np.integer):
+        return torch.from_numpy(np.array(x))
     x = np.ascontiguousarray(x, dtype=np.float32)
     t = torch.from_numpy(x.copy())
     return t.to(torch.bfloat16) if dtype == "bfloat16" else t

@@ -57,11 +57,13 @@ class TorchEngine:
         zero moments and step 0 before the first update)."""
         lay = self.layout
         named = dict(self.model.named_parameters())
-        opt: dict[str, Any] = {lay.step.torch: 0.0, **{s.torch: {} for s in lay.slots}}
+        steps = lay.step_names("torch")
+        opt: dict[str, Any] = {**{k: 0.0 for k in steps.values()},
+                               **{s.torch: {} for s in lay.slots}}
         for n in self.names:
             st = self.opt.state.get(named[n], {})
             if st:
-                opt[lay.step.torch] = float(st[lay.step.torch])
+                opt[steps[lay.group_of(n)]] = float(st[lay.step.torch])
             for s in lay.slots:
                 opt[s.torch][n] = (to_numpy(st[s.torch]) if st else
                                    np.zeros(tuple(named[n].shape), np.float32))
@@ -76,10 +78,11 @@ class TorchEngine:
         load_numpy_state(self.model, {k: np.asarray(v) for k, v in state["model"].items()})
         self.opt = self.spec.torch_optimizer(self.model, self.run)
         o = state["opt"]
-        step = float(np.asarray(o[lay.step.torch]))
-        if step > 0:
-            named = dict(self.model.named_parameters())
-            for n in self.names:
+        steps = {g: float(np.asarray(o[k])) for g, k in lay.step_names("torch").items()}
+        named = dict(self.model.named_parameters())
+        for n in self.names:
+            step = steps[lay.group_of(n)]
+            if step > 0:  # torch creates optimizer state lazily: none before the first step
                 self.opt.state[named[n]] = {
                     lay.step.torch: torch.tensor(step, dtype=torch.float32),
                     **{s.torch: self.dev(np.asarray(o[s.torch][n], np.float32))
@@ -136,10 +139,12 @@ class JaxEngine:
         from optax import tree_utils
 
         get, lay = self.jax.device_get, self.layout
-        opt = {lay.step.jax: np.asarray(get(tree_utils.tree_get(self.opt_state, lay.step.jax)),
-                                        np.int32)}
+        parts = self._opt_parts()
+        opt = {k: np.asarray(get(tree_utils.tree_get(parts[g], lay.step.jax)), np.int32)
+               for g, k in lay.step_names("jax").items()}
         for s in lay.slots:
-            opt[s.jax] = get(tree_utils.tree_get(self.opt_state, s.jax))
+            got = {g: get(tree_utils.tree_get(st, s.jax)) for g, st in parts.items()}
+            opt[s.jax] = got[None] if None in got else got
         return {"model": {"params": get(self.params), **get(self.frozen)}, "opt": opt,
                 "carry": self.export_carry()}
 
@@ -152,11 +157,22 @@ class JaxEngine:
         self.frozen = self.to_device(model)
         o = state["opt"]
         slots = {s.jax: self.to_device(o[s.jax]) for s in lay.slots}
-        count = jnp.asarray(int(np.asarray(o[lay.step.jax])), jnp.int32)
-        self.opt_state = tree_utils.tree_set(self.tx.init(self.params),
-                                             **{lay.step.jax: count}, **slots)
+        fresh = self.tx.init(self.params)
+        new = {}
+        for g, k in lay.step_names("jax").items():
+            count = jnp.asarray(int(np.asarray(o[k])), jnp.int32)
+            part = fresh if g is None else fresh[g]
+            new[g] = tree_utils.tree_set(part, **{lay.step.jax: count},
+                                         **{n: v if g is None else v[g]
+                                            for n, v in slots.items()})
+        self.opt_state = new[None] if None in new else new
         self.import_carry(state.get("carry") or {})
         self.place()
+
+    def _opt_parts(self) -> dict[str | None, Any]:
+        """{step group: its optax state} ({None: the whole state} when ungrouped)."""
+        groups = self.layout.step_groups
+        return {g: self.opt_state[g] for g in groups} if groups else {None: self.opt_state}
 
     def params_torch_layout(self) -> StateDict:
         return self.layout.params.tree_to_torch(self.jax.device_get(self.params))
