@@ -164,6 +164,9 @@ class Table:
             x = apply_rule(r.rule, _check_array(r.torch_key, state[r.torch_key], r.shape,
                                                 r.jax_dtype()))
             if r.stack is None:
+                if r.path in flat and not np.array_equal(flat[r.path], x):
+                    raise CheckpointError(f"{r.torch_key}: differs from the other key of the "
+                                          f"same tensor ({path_str(r.path)})")
                 flat[r.path] = x
             else:
                 stacked.setdefault(r.path, {})[r.stack[0]] = x
@@ -185,9 +188,22 @@ class Table:
     def subtable(self, root: str) -> Table:
         """Rows under one top-level tree (e.g. 'params'), with that root stripped from paths.
 
-        Optimizer moments convert with `subtable('params')`: same keys, same rules."""
+        Optimizer moments convert with `subtable('params')`: same keys, same rules. Alias rows
+        (a later row with the path of an earlier one: a module registered under two names) are
+        left out: one tensor, one key."""
         return Table(tuple(dataclasses.replace(r, path=r.path[1:])
-                           for r in self.rows if r.path[0] == root))
+                           for r in self.unique_rows() if r.path[0] == root))
+
+    def unique_rows(self) -> tuple[Row, ...]:
+        """Rows without aliases (the first row of each path)."""
+        seen: set = set()
+        out = []
+        for r in self.rows:
+            key = (r.path, r.stack)
+            if key not in seen:
+                seen.add(key)
+                out.append(r)
+        return tuple(out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -256,7 +272,7 @@ class Layout:
 
     def trainable_keys(self) -> tuple[str, ...]:
         """torch keys of the trained tensors, in table order."""
-        return tuple(r.torch_key for r in self.table.rows if r.path[0] == "params")
+        return tuple(r.torch_key for r in self.table.unique_rows() if r.path[0] == "params")
 
     def frozen_keys(self) -> tuple[str, ...]:
         return tuple(r.torch_key for r in self.table.rows if r.path[0] != "params")
