@@ -147,3 +147,59 @@ def load(path: str | Path, *, batch_size: int | None = None) -> Any:
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
 
+
+
+def convert_nnx(src: str | Path, dst: str | Path, model: str | None = None,
+                config: str | None = None, dtype: str | None = None, *, to_nnx: bool = True,
+                force: bool = False, **options: Any) -> dict[str, Any]:
+    """`twinframe convert SRC DST --format nnx` (to_nnx) and conversions from an NNX SRC.
+
+    Every other file goes through `parity.files.convert_file` (its checks of hostile inputs,
+    model and config resolution, dtypes) by way of a temporary file: SRC -> temp .npz -> NNX
+    checkpoint, or NNX checkpoint -> temp .safetensors -> DST (any type `convert` writes; with
+    `to_nnx`, another NNX checkpoint). `options` (e.g. allow_nonfinite) pass
+    through to `convert_file`. Returns its summary, with 'nnx' as the NNX side's kind."""
+    import os
+    import tempfile
+
+    from twinframe import registry
+    from twinframe.parity.files import convert_file
+
+    src, dst = Path(src), Path(dst)
+    kwargs = {k: v for k, v in options.items() if v not in (None, False)}
+    if to_nnx and ({"layout", "optimizer"} & set(kwargs) or dtype is not None):
+        raise CheckpointError("--format nnx writes float32 model weights only (no --dtype, "
+                              "--layout or --optimizer)")
+    if src.absolute() == dst.absolute():
+        raise CheckpointError("source and destination are the same path")
+    if to_nnx and os.path.lexists(dst) and not force:
+        raise CheckpointError(f"{dst}: exists (pass --force to replace a checkpoint twinframe "
+                              "wrote)")
+    if force and not to_nnx:
+        kwargs["force"] = True
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    with tempfile.TemporaryDirectory(prefix="twinframe-nnx-") as tmp:
+        mid = Path(tmp) / "weights.safetensors"
+        if is_nnx(src):
+            name, cfg_dict, state = read_nnx(src)
+            if model is not None and model != name:
+                raise CheckpointError(f"{src}: holds model '{name}', not '{model}'")
+            io.write_torch(mid, state, name, cfg_dict)
+            if not to_nnx:
+                return {**convert_file(mid, dst, name, config, **kwargs), "from": "nnx"}
+            summary = convert_file(mid, Path(tmp) / "check.safetensors", name, config, **kwargs)
+            summary["from"] = "nnx"
+            spec = registry.get(name)
+            cfg = spec.config_cls.from_dict(cfg_dict)
+        else:
+            mid = Path(tmp) / "weights.npz"  # JAX outputs always carry model and config
+            summary = convert_file(src, mid, model, config, **kwargs)
+            tree, meta = io.read_jax(mid)
+            spec = registry.get(meta["model"])
+            cfg = spec.config_cls.from_dict(meta["config"])
+            table = spec.layout(cfg).table
+            roots = {r.path[0] for r in table.rows}  # leave out an optimizer subtree
+            state = table.tree_to_torch({k: v for k, v in tree.items() if k in roots})
+        write_nnx(dst, spec, cfg, state)
+    return {**summary, "to": "nnx", "dtype": "float32"}
