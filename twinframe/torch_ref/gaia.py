@@ -395,8 +395,11 @@ class GaiaAgent:
 
 def env_step_torch(s: torch.Tensor, a: torch.Tensor, xi: torch.Tensor, sigma: float = 0.01
                    ) -> torch.Tensor:
-    """The reference loop's environment: (s*0.9 + a) + sigma*xi (S = A; fp32)."""
-    return (s * 0.9 + a) + sigma * xi
+    """LeakyReach (§1.9): (0.9 s + M a) + sigma xi in fp32; with S = A = 1 the reference
+    loop's (s*0.9 + a) + 0.01*xi."""
+    from twinframe.tasks.leaky_reach import env_step
+
+    return env_step(s, a, xi, sigma)
 
 
 def run_validation(agent: GaiaAgent, steps: int, generator: torch.Generator | None = None,
