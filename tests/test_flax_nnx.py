@@ -116,6 +116,24 @@ def test_outputs_bit_exact(name):
 
 
 @pytest.mark.parametrize("name", registry.MODELS)
+def test_methods_bit_exact(name):
+    """Every further entry point (`JaxFace.methods`: the jittable core beside the forward)."""
+    _, _, _, tree, face, _, _ = _case(name)
+    if not face.methods:
+        pytest.skip(f"{name}: no methods besides apply and loss")
+    args = face.method_args(BATCH, SEED) if face.method_args else {}
+    missing = sorted(set(face.methods) - set(args))
+    assert not missing, f"{name}: no method_args for {missing}"
+    frozen = _pure_frozen(tree, face)
+    model = _module(name, tree, batch_size=BATCH)
+    assert type(model).__doc__.count(", ".join(face.methods)) == 1
+    for m, fn in face.methods.items():
+        want, _ = jax.jit(fn)(tree["params"], frozen, *args[m])
+        got = nnx.jit(lambda model, *a, m=m: getattr(model, m)(*a))(model, *args[m])
+        _assert_same(got, want, f"{name}.{m} under nnx.jit")
+
+
+@pytest.mark.parametrize("name", registry.MODELS)
 def test_split_pure_merge_roundtrip(name):
     _, _, _, tree, face, inputs, _ = _case(name)
     model = _module(name, tree, batch_size=BATCH)

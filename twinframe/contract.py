@@ -158,6 +158,7 @@ class JaxFace:
       example(batch_size, seed) -> (inputs, batch)                    valid arguments
       init_carry(frozen, batch_size) -> {row: array}                  when there are carry rows
       methods: further entry points, named, in apply's convention
+      method_args(batch_size, seed) -> {method: args}                 valid arguments of methods
       outside: what of the model these functions do not cover (host-side loops), one sentence
     """
 
@@ -168,6 +169,7 @@ class JaxFace:
     init_carry: Callable[[Mapping[str, Any], int], dict[str, Any]] | None = None
     methods: Mapping[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
     outside: str = ""
+    method_args: Callable[[int, int], Mapping[str, tuple[Any, ...]]] | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

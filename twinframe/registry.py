@@ -88,7 +88,8 @@ def _hrm_face(cfg: Any) -> JaxFace:
 
     return JaxFace(apply, loss, train, example, init_carry, {"evaluate": evaluate}, outside=(
         "the training host stays outside: drawing puzzles and exploration noise, advancing "
-        "segment counters, replacing halted slots (reset_carry(mask)) and the curriculum"))
+        "segment counters, replacing halted slots (reset_carry(mask)) and the curriculum"),
+        method_args=lambda batch_size, seed: {"evaluate": example(batch_size, seed)[0]})
 
 
 @functools.cache
@@ -124,11 +125,18 @@ def _altlas_face(cfg: Any) -> JaxFace:
     def step(params, frozen, tok, state):
         return f.step(params, tok, state, cfg), {}
 
+    def method_args(batch_size, seed):
+        rng = np.random.default_rng(seed)
+        noise = rng.gumbel(size=(batch_size, cfg.max_gen_len, cfg.vocab_size))
+        tok = rng.integers(0, cfg.vocab_size, batch_size).astype(np.int32)
+        return {"generate": (noise.astype(np.float32),),
+                "step": (tok, f.zero_state(cfg, batch_size))}
+
     return JaxFace(apply, loss, train, example, None, {"generate": generate, "step": step},
                    outside=(
         "the episode loop stays outside: drawing Gumbel noise, decoding, safety checks, "
         "sandboxed execution and scoring, the reward baseline and advantages, and skipping an "
-        "update whose weights sum to 0 (make_train_step's lax.cond)"))
+        "update whose weights sum to 0 (make_train_step's lax.cond)"), method_args=method_args)
 
 
 def _altlas() -> ModelSpec:

@@ -109,7 +109,7 @@ class TwinModule(nnx.Module):
         self.frozen_roots = tuple(k for k in tree if k != "params")
         taken = set(dir(type(self))) | set(vars(self)) | {CARRY}
         names = [*self.param_keys, *self.frozen_roots]
-        clash = sorted(k for k in names if k in taken or k.startswith("_"))
+        clash = sorted(k for k in names if k in taken or k.startswith(("__", "_pytree")))
         if clash or len(set(names)) < len(names):
             raise TwinframeError(f"{name}: layout tree entry '{(clash or names)[0]}' clashes "
                                  "with an attribute of the NNX module")
