@@ -169,7 +169,35 @@ def _altlas() -> ModelSpec:
     )
 
 
-_FACTORIES: dict[str, Callable[[], ModelSpec]] = {"hrm": _hrm, "altlas": _altlas}
+def _gaia() -> ModelSpec:
+    from twinframe.functional import gaia as f_gaia
+    from twinframe.models import gaia
+    from twinframe.parity import gaia as p_gaia
+    from twinframe.torch_ref import gaia as t_gaia
+    from twinframe.training import gaia as tr_gaia
+
+    return ModelSpec(
+        name="gaia", config_cls=gaia.GaiaConfig, run_cls=gaia.GaiaRun,
+        presets={k: Preset(m, r) for k, (m, r) in gaia.PRESETS.items()},
+        layout=gaia.layout, canonical_init=gaia.canonical_init, recognise=gaia.recognise,
+        check_trainable=gaia.check_trainable, make_torch=t_gaia.make_module,
+        torch_optimizer=t_gaia.make_optimizer, jax_optimizer=f_gaia.make_optimizer,
+        make_train_step=f_gaia.make_train_step, make_host=tr_gaia.GaiaHost,
+        engines={"torch": tr_gaia.GaiaTorchEngine, "jax": tr_gaia.GaiaJaxEngine},
+        parity_levels=p_gaia.levels,
+        curve=Curve(metrics=("loss", "uncertainty", "free_energy"),
+                    mismatch_label="action_mismatches", accuracy="reward"),
+        progress=(ProgressField("reward", "reward", ".4f"),
+                  ProgressField("free_energy", "free energy", ".4f"),
+                  ProgressField("loss", "wm loss", ".4f"),
+                  ProgressField("steps_per_s", "step/s", ".1f")),
+        refused=(Refusal(run={"noise": "torch"}), Refusal(run={"noise": "native"})),
+        infer=tr_gaia.infer, evaluate=tr_gaia.evaluate,
+    )
+
+
+_FACTORIES: dict[str, Callable[[], ModelSpec]] = {"hrm": _hrm, "altlas": _altlas,
+                                                  "gaia": _gaia}
 MODELS = tuple(_FACTORIES)
 
 

@@ -47,7 +47,8 @@ def roundtrip(spec: ModelSpec, cfg: Any, seed: int, workdir: Path) -> list[Compa
     t3, _ = io.read_jax(workdir / "c.npz")
     io.write_torch(workdir / "d.pt", tab.tree_to_torch(t3), spec.name, cfgd)
     s4, _ = io.read_torch(workdir / "d.pt")
-    bits = {k: (state[k].view(np.uint32), s4[k].view(np.uint32)) for k in state}
+    bits = {k: (state[k].reshape(-1).view(np.uint32), s4[k].reshape(-1).view(np.uint32))
+            for k in state}  # reshape: 0-d int64 counters view as 2 words
     return [Comparison("L6", f"roundtrip.{k}", a, b, "L6.roundtrip") for k, (a, b) in bits.items()]
 
 
