@@ -182,10 +182,32 @@ class LevelSpec:
     resolution: int = 1
 
 
+def plastic_forward(st: Tree, x: jax.Array, sp: LayerSpec) -> tuple[jax.Array, Tree]:
+    """The hybrid bridge's layer (guide §5.1): a v3.1 plastic layer (`functional.gaia`) inside
+    a v4.x level; st = {"params": {weight}, "traces": plastic state}, sp.extra = GaiaConfig."""
+    from twinframe.functional import gaia as fg
+
+    y, traces = fg.plastic_linear(st["params"], st["traces"], _batch(x), sp.extra)
+    return y, {"params": st["params"], "traces": traces}
+
+
+def plastic_init(weight: jax.Array, cfg: Any) -> Tree:
+    """A plastic layer's hybrid state with zero traces (and histories / counter)."""
+    z = jnp.zeros_like(weight)
+    traces = {"fast_trace": z, "slow_trace": z}
+    if cfg.track_metrics:
+        L = cfg.trace_history_len
+        traces.update(trace_norm_history=jnp.zeros(L, weight.dtype),
+                      update_magnitude_history=jnp.zeros(L, weight.dtype),
+                      step_counter=jnp.zeros((), jnp.int32))
+    return {"params": {"weight": weight}, "traces": traces}
+
+
 LAYER_FORWARD: dict[str, Callable[[Tree, jax.Array, LayerSpec], tuple[jax.Array, Tree]]] = {
     "reactive": lambda st, x, sp: (reactive_forward(st, x, sp.act), st),
     "hebbian": lambda st, x, sp: hebbian_forward(st, x),
     "temporal": lambda st, x, sp: temporal_forward(st, x, sp.act),
+    "plastic": plastic_forward,
 }
 
 

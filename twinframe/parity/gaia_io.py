@@ -153,3 +153,31 @@ def leaf_pairs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[np.ndarr
                             else x.astype(np.float64), np.frombuffer(y.tobytes(), np.uint8)
                             if x.dtype == y.dtype else y.astype(np.float64))
     return out
+
+
+def write_analysis(path: Path, cfg: mg.GaiaConfig, state: dict[str, Any],
+                   records: list[dict[str, Any]] | None = None) -> dict[str, np.ndarray]:
+    """Analysis export (guide §5.2, §7.1) to an npz: `models.gaia_bridge.analysis_arrays` of a
+    torch-layout agent state (or a train state of either framework), plus per-step series of
+    a run's records (`series.wm_loss`, `series.free_energy`, `series.reward`,
+    `series.l1_fast_norm`, `series.l2_fast_norm`, ... where present). Returns the arrays."""
+    from twinframe.models import gaia_bridge as mb
+
+    if "framework" in state:
+        state = convert_train_state(state, mg.layout(cfg), "torch")["model"]
+    arrays = mb.analysis_arrays(cfg, state)
+    for key in ("wm_loss", "free_energy", "reward", "uncertainty", "improvement",
+                "l1_fast_norm", "l2_fast_norm"):
+        vals = [r.get(key) for r in records or []]
+        if vals and all(isinstance(v, int | float) for v in vals):
+            arrays[f"series.{key}"] = np.asarray(vals, np.float64)
+    meta = np.frombuffer(json.dumps({"format": "gaia-analysis/1", "config": cfg.to_dict()})
+                         .encode(), np.uint8)
+
+    def write(p: Path) -> None:
+        with open(p, "wb") as f:
+            np.savez(f, __meta__=meta, **arrays)
+
+    io.atomic_write(Path(path), write)
+    return arrays
+
