@@ -201,6 +201,9 @@ class ModelSpec(Generic[C, R]):
     refused: tuple[Refusal, ...] = ()
     infer: Callable[[C, R, StateDict, str, int], str] | None = None
     evaluate: Callable[[Engine, C, R, int], dict[str, Any]] | None = None
+    # optional: the number of layout table rows a config implies, computed without building
+    # the layout; bounds configs read from files before any layout is built (`parity.files`)
+    layout_size: Callable[[C], int] | None = None
     jax_face: Callable[[C], JaxFace] | None = None  # optional: NNX modules (`twinframe.flax`)
 
     def preset(self, name: str) -> Preset[C, R]:

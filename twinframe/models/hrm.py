@@ -263,6 +263,11 @@ def layout(cfg: HRMConfig) -> Layout:
     return Layout(table, carry=CARRY)
 
 
+def layout_size(cfg: HRMConfig) -> int:
+    """Rows of `layout(cfg)` (9 + 8N), without building it: bounds configs read from files."""
+    return len(TOP_ROWS) + len(LEVELS) * cfg.num_layers * len(BLOCK_ROWS)
+
+
 def _ffn_fields(H: int, width: int) -> dict[str, object] | None:
     """(expansion, multiple, rounding) giving FFN width `width` at hidden size H (ours: the
     published variants first)."""

@@ -1,4 +1,4 @@
-"""`twinframe convert SRC DST`: torch (.safetensors/.pt) <-> JAX (orbax dir/.npz)."""
+"""`twinframe convert SRC DST`: torch (.safetensors/.pt/.pth) <-> JAX (orbax dir/.npz)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,41 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("src", help="source checkpoint (.safetensors, .pt, .npz or orbax directory)")
-    p.add_argument("dst", help="destination; its type picks the direction")
-    p.add_argument("--model", default=None, help="model name if the file carries none")
-    p.add_argument("--config", default=None, help="config preset for files without metadata")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                   help="tensor dtype of torch outputs (default float32)")
+    p.add_argument("src", help="source checkpoint (.safetensors, .pt, .pth, .npz or orbax "
+                   "directory); never modified")
+    p.add_argument("dst", help="destination (must not exist); its type picks the direction")
+    p.add_argument("--model", default=None,
+                   help="model name (default: from the file's metadata or its keys and shapes)")
+    p.add_argument("--config", default=None,
+                   help="config preset (default: from the file); only architecture fields must "
+                   "agree with the file")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="float dtype of torch outputs (default: each tensor's source dtype)")
+    p.add_argument("--layout", default=None, choices=["twinframe", "reference"],
+                   help="torch outputs: 'reference' = the tensors alone as the model's public "
+                   "code saves them, 'twinframe' = with twinframe's metadata (default: the "
+                   "source's layout)")
+    p.add_argument("--optimizer", default=None, metavar="FILE",
+                   help="a torch optimizer state_dict file: read next to a torch SRC into the "
+                   "JAX checkpoint, or written from a JAX SRC")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing DST, only if twinframe wrote it")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="convert weights holding NaN/Inf (refused by default)")
 
 
 def main(args: argparse.Namespace) -> int:
     from twinframe.parity.files import convert_file
+    from twinframe.store.validate import show
 
-    s = convert_file(args.src, args.dst, args.model, args.config, args.dtype)
-    print(f"{args.src} -> {args.dst}: {s['model']}, {s['tensors']} tensors, "
-          f"{s['from']} -> {s['to']}")
+    s = convert_file(args.src, args.dst, args.model, args.config, args.dtype, force=args.force,
+                     allow_nonfinite=args.allow_nonfinite, layout=args.layout,
+                     optimizer=args.optimizer)
+    extra = f", optimizer -> {show(s['optimizer'])}" if s.get("optimizer") and \
+        s["to"] == "torch" else (", with optimizer" if s.get("optimizer") else "")
+    print(f"{show(args.src)} -> {show(args.dst)}: {s['model']} ({s['config']}, {s['how']}), "
+          f"{s['tensors']} tensors, {s['dtype']}, {s['from']} -> {s['to']}, "
+          f"{s['layout']} layout{extra}")
+    if s.get("optimizer_skipped"):
+        print("note: the source holds optimizer state; pass --optimizer FILE to write it")
     return 0

@@ -1,24 +1,28 @@
 """Checkpoint files: safetensors / torch `.pt` (weights_only) <-> NumPy state dicts, and JAX
 pytrees as orbax directories or `.npz`. All writes are atomic (temp path + rename) so a failed
-conversion never leaves a partial output. Every read error is a one-line `CheckpointError`.
+conversion never leaves a partial output. Every read error is a one-line `CheckpointError`;
+reading goes through `store.readers` (every format validated before its data is read).
 
 On-disk formats written here:
 - `.safetensors`: torch-layout tensors; metadata `format` = "twinframe/<model>/1", `config`
-  (JSON). Foreign files without metadata are accepted (bf16 or f32 per tensor).
-- `.pt`/`.pth`: either a bare state_dict or a dict with a `model` state_dict plus `config`,
-  `optimizer`, ...; always read with `torch.load(weights_only=True)`.
+  (JSON). Foreign files without metadata are accepted (bf16 or f32 per tensor). In the
+  reference layout (`layout="reference"`): the tensors alone, no metadata.
+- `.pt`/`.pth`: either a bare state_dict (the reference layout) or a dict with a `model`
+  state_dict plus `format`, `model_name`, `config`, `optimizer`, ...; always read with
+  `torch.load(weights_only=True)`.
 - orbax directory: `tree/` (orbax StandardCheckpointer) + `twinframe.json` (model, config).
 - `.npz`: flattened pytree, keys are '/'-joined paths, plus `__twinframe__` JSON metadata.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import shutil
 import tempfile
-import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,7 @@ import numpy as np
 
 from twinframe.errors import CheckpointError
 from twinframe.models.layout import flatten_tree, normalize_tree_keys, path_str, unflatten_tree
+from twinframe.store import validate
 
 TORCH_SUFFIXES = (".safetensors", ".pt", ".pth")
 JAX_SUFFIXES = (".npz", ".orbax", "")
@@ -37,19 +42,165 @@ def kind_of(path: str | Path) -> str:
     return "torch" if Path(path).suffix in TORCH_SUFFIXES else "jax"
 
 
-def atomic_write(dst: Path, write: Callable[[Path], None], is_dir: bool = False) -> None:
-    """Run write(tmp) on a sibling temp path, then rename onto dst; clean up on any failure."""
+TMP_PREFIX = ".tf-"  # temp names: ".tf-" + 8 characters, whatever the destination's length
+
+
+def atomic_write(dst: Path, write: Callable[[Path], None], is_dir: bool = False, *,
+                 replace: bool = True) -> None:
+    """Run write(tmp) on a short-named sibling temp path, then rename it onto dst.
+
+    Nothing is deleted before the new output is complete: an existing file is replaced by one
+    atomic rename; an existing directory only when it carries twinframe's marker (a checkpoint
+    twinframe wrote), swapped atomically where the kernel can (renameat2 RENAME_EXCHANGE), the
+    old one removed last. `replace=False` refuses any existing dst. Outputs get the modes of a
+    plain `open`/`mkdir` (0666/0777 less the umask: 0644/0755 by default), never mkstemp's
+    0600/0700. Missing parent directories are created, and removed again on failure; the temp
+    path is always removed."""
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-    target = tmp / "out"
+    created = _make_parents(dst.parent)
+    done = False
     try:
+        tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=dst.parent))
+    except OSError as e:
+        _remove_created(created)
+        raise validate.fail(dst.parent, f"cannot write here ({e.strerror})") from None
+    try:
+        target = tmp / "o"
         write(target)
-        if is_dir and dst.exists():
-            shutil.rmtree(dst)
-        os.replace(target, dst)
+        if not os.path.lexists(target):
+            raise CheckpointError(f"{validate.show(dst)}: the writer produced nothing")
+        set_modes(target)
+        _publish(target, dst, tmp, is_dir, replace)
+        done = True
+    except OSError as e:
+        raise validate.fail(dst, f"cannot write ({e.strerror or e})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not done:
+            _remove_created(created)
+
+
+def _make_parents(parent: Path) -> list[Path]:
+    missing = []
+    p = parent
+    while not os.path.lexists(p):
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    if os.path.lexists(p) and not p.is_dir():
+        raise validate.fail(p, "is not a directory (cannot hold the output)")
+    created = []
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as e:
+            _remove_created(created)
+            raise validate.fail(d, f"cannot create directory ({e.strerror})") from None
+        created.append(d)
+    return created
+
+
+def _remove_created(created: list[Path]) -> None:
+    for d in reversed(created):
+        try:
+            d.rmdir()
+        except OSError:
+            break
+
+
+def _publish(target: Path, dst: Path, tmp: Path, is_dir: bool, replace: bool) -> None:
+    if not os.path.lexists(dst):
+        if is_dir:
+            os.rename(target, dst)  # fails if dst appeared meanwhile, unless it is empty
+        else:
+            try:
+                os.link(target, dst)  # fails if dst appeared meanwhile: never overwrites
+            except FileExistsError:
+                raise validate.fail(dst, "appeared while writing (not replaced)") from None
+            except OSError:
+                os.rename(target, dst)
+        return
+    if not replace:
+        raise validate.fail(dst, "already exists (not replaced)")
+    if os.path.islink(dst):
+        raise validate.fail(dst, "is a symbolic link (not replaced)")
+    if is_dir != dst.is_dir():
+        have = "a directory" if dst.is_dir() else "a file"
+        raise validate.fail(dst, f"exists as {have}; the output is "
+                            f"{'a directory' if is_dir else 'a file'} (not replaced)")
+    if not is_dir:
+        os.replace(target, dst)
+        return
+    if not has_dir_marker(dst):
+        raise validate.fail(dst, f"is a directory twinframe did not write (no {META_FILE}): "
+                            "not replaced")
+    if not _exchange(target, dst):
+        os.rename(dst, tmp / "old")
+        try:
+            os.rename(target, dst)
+        except OSError:
+            os.rename(tmp / "old", dst)
+            raise
+    # the old directory is now at `target` or tmp/old: removed with tmp
+
+
+def has_dir_marker(path: Path) -> bool:
+    """A directory twinframe wrote: it holds `twinframe.json` (a regular file)."""
+    return validate.kind(Path(path) / META_FILE) == "file"
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    rc = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err))
+
+
+def _umask() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def set_modes(path: Path) -> None:
+    """Files 0666 & ~umask, directories 0777 & ~umask, recursively (links untouched)."""
+    mask = _umask()
+    fmode, dmode = 0o666 & ~mask, 0o777 & ~mask
+    path = Path(path)
+    if path.is_symlink():
+        return
+    if not path.is_dir():
+        os.chmod(path, fmode)
+        return
+    os.chmod(path, dmode)
+    for dirpath, dirnames, filenames in os.walk(path):
+        for n in dirnames:
+            p = os.path.join(dirpath, n)
+            if not os.path.islink(p):
+                os.chmod(p, dmode)
+        for n in filenames:
+            p = os.path.join(dirpath, n)
+            if not os.path.islink(p):
+                os.chmod(p, fmode)
 
 
 def to_numpy(t: Any) -> np.ndarray:
@@ -73,61 +224,33 @@ def from_numpy(x: np.ndarray, dtype: str) -> Any:
         return torch.from_numpy(np.array(x))
     x = np.ascontiguousarray(x, dtype=np.float32)
     t = torch.from_numpy(x.copy())
-    return t.to(torch.bfloat16) if dtype == "bfloat16" else t
+    if dtype in ("bfloat16", "float16"):
+        return t.to(getattr(torch, dtype))
+    return t
 
 
 def read_torch(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """-> (state {key: array}, extras). extras holds `config`/`model` and for `.pt` train states
-    everything besides the model (optimizer, step, ...)."""
+    everything besides the model (optimizer, step, ...). Validated by `store.readers`."""
+    from twinframe.store import readers
+
     path = Path(path)
-    if path.suffix == ".safetensors":
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no such file")
-        return _read_safetensors(path)
-    obj = torch_load(path)
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: expected a dict, found {type(obj).__name__}")
-    extras: dict[str, Any] = {}
-    if "model" in obj and isinstance(obj["model"], dict):
-        extras = {k: v for k, v in obj.items() if k != "model"}
-        obj = obj["model"]
-    if "model_name" in extras:
-        extras["model"] = extras.pop("model_name")
-    if isinstance(extras.get("config"), str):
-        extras["config"] = json.loads(extras["config"])
-    return {k: to_numpy(v) for k, v in obj.items()}, extras
+    if readers.format_of(path) not in ("safetensors", "torch"):
+        raise validate.fail(path, "not a torch checkpoint name (.safetensors, .pt, .pth)")
+    p = readers.probe(path)
+    extras = dict(p.extras)
+    for k in ("model", "config"):
+        if k in p.meta:
+            extras[k] = p.meta[k]
+    return p.load(), extras
 
 
 def torch_load(path: Path) -> Any:
-    """`torch.load(weights_only=True)` on CPU; any failure is one CheckpointError line."""
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
-    import torch
+    """`torch.load(weights_only=True)` on CPU after the file and its zip directory are checked;
+    any failure is one CheckpointError line (a rejected global is named)."""
+    from twinframe.store import readers
 
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling/zip error becomes one line
-        raise CheckpointError(f"{path}: not a loadable torch file ({first_line(e)})") from None
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            state = {k: to_numpy(f.get_tensor(k)) for k in f.keys()}  # noqa: SIM118
-    except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"{path}: not a valid safetensors file ({first_line(e)})") from None
-    extras: dict[str, Any] = {}
-    if "config" in meta:
-        try:
-            extras["config"] = json.loads(meta["config"])
-        except json.JSONDecodeError:
-            raise CheckpointError(f"{path}: metadata 'config' is not valid JSON") from None
-    if "format" in meta:
-        extras["model"] = meta["format"].split("/")[1] if "/" in meta["format"] else None
-    return state, extras
+    return readers.torch_load(Path(path))
 
 
 def write_torch(
@@ -135,63 +258,61 @@ def write_torch(
     state: dict[str, np.ndarray],
     model: str,
     config: dict,
-    dtype: str = "float32",
+    dtype: str | Mapping[str, str] | None = "float32",
     extras: dict[str, Any] | None = None,
+    *,
+    layout: str = "twinframe",
+    replace: bool = True,
 ) -> None:
-    """Write a torch-layout state atomically (.safetensors, or .pt with extras)."""
+    """Write a torch-layout state atomically (.safetensors, or .pt with extras).
+
+    `dtype`: one float dtype for every float tensor, a {key: dtype} map, or None (each array
+    keeps its own float dtype). `layout="reference"`: the tensors alone (a safetensors file
+    without metadata, a bare `.pt` state_dict), as the models' public code saves them."""
     path = Path(path)
-    tensors = {k: from_numpy(v, dtype) for k, v in state.items()}
+
+    def cast(k: str, x: np.ndarray) -> Any:
+        want = dtype.get(k) if isinstance(dtype, Mapping) else dtype
+        if want is None:
+            name = np.asarray(x).dtype.name
+            want = name if name in ("bfloat16", "float16") else "float32"
+        return from_numpy(x, want)
+
+    tensors = {k: cast(k, x) for k, x in state.items()}
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
-        meta = {"format": f"twinframe/{model}/1", "config": json.dumps(config, sort_keys=True)}
-        atomic_write(path, lambda p: save_file(tensors, str(p), metadata=meta))
+        meta = None if layout == "reference" else {
+            "format": f"twinframe/{model}/1", "config": json.dumps(config, sort_keys=True)}
+        atomic_write(path, lambda p: save_file(tensors, str(p), metadata=meta), replace=replace)
         return
     import torch
 
-    obj = {"model": tensors, "model_name": model, "config": json.dumps(config, sort_keys=True)}
-    obj.update(extras or {})
-    atomic_write(path, lambda p: torch.save(obj, str(p)))
+    if layout == "reference":
+        obj: dict[str, Any] = tensors
+    else:
+        obj = {"model": tensors, "format": f"twinframe/{model}/1", "model_name": model,
+               "config": json.dumps(config, sort_keys=True)}
+        obj.update(extras or {})
+    atomic_write(path, lambda p: torch.save(obj, str(p)), replace=replace)
 
 
 def read_jax(path: str | Path) -> tuple[dict, dict[str, Any]]:
-    """-> (tree, meta) from an `.npz` file or an orbax directory written by `write_jax`."""
+    """-> (tree, meta) from an `.npz` file or an orbax directory written by `write_jax`
+    (validated by `store.readers`)."""
+    from twinframe.store import readers
+
     path = Path(path)
-    if path.suffix == ".npz":
-        return _read_npz(path)
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: no such orbax checkpoint directory")
-    meta_path = path / META_FILE
-    if not meta_path.is_file() or not (path / "tree").is_dir():
-        raise CheckpointError(f"{path}: not a twinframe orbax checkpoint (no {META_FILE} or tree/)")
-    try:
-        meta = json.loads(meta_path.read_text())
-        import orbax.checkpoint as ocp
-
-        with ocp.StandardCheckpointer() as ckptr:
-            tree = ckptr.restore((path / "tree").absolute())
-    except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"{path}: unreadable orbax checkpoint ({first_line(e)})") from None
-    tree = jax_tree_to_numpy(normalize_tree_keys(tree))
-    return tree, meta
-
-
-def _read_npz(path: Path) -> tuple[dict, dict[str, Any]]:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"{path}: not a valid .npz file ({first_line(e)})") from None
-    meta_raw = arrays.pop("__twinframe__", None)
-    meta = json.loads(bytes(meta_raw).decode()) if meta_raw is not None else {}
-    flat = {tuple(k.split("/")): v for k, v in arrays.items()}
-    return normalize_tree_keys(unflatten_tree(flat)), meta
+    if readers.format_of(path) in ("safetensors", "torch"):
+        raise validate.fail(path, "not a JAX checkpoint name (.npz or an orbax directory)")
+    p = readers.probe(path)
+    flat = {tuple(k.split("/")): x for k, x in p.load().items()}
+    return normalize_tree_keys(unflatten_tree(flat)), p.meta
 
 
 def write_jax(
-    path: str | Path, tree: dict, model: str, config: dict, extra_meta: dict | None = None
+    path: str | Path, tree: dict, model: str, config: dict, extra_meta: dict | None = None,
+    *, replace: bool = True,
 ) -> None:
     """Write a pytree atomically as `.npz` or as an orbax directory (+ twinframe.json)."""
     path = Path(path)
@@ -205,7 +326,7 @@ def write_jax(
             with open(p, "wb") as f:
                 np.savez(f, __twinframe__=blob, **flat)
 
-        atomic_write(path, write_npz)
+        atomic_write(path, write_npz, replace=replace)
         return
 
     def write_orbax(p: Path) -> None:
@@ -217,7 +338,7 @@ def write_jax(
             ckptr.wait_until_finished()
         (p / META_FILE).write_text(json.dumps(meta))
 
-    atomic_write(path, write_orbax, is_dir=True)
+    atomic_write(path, write_orbax, is_dir=True, replace=replace)
 
 
 def jax_tree_to_numpy(tree: Any) -> Any:
@@ -226,5 +347,4 @@ def jax_tree_to_numpy(tree: Any) -> Any:
 
 
 def first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:200]
+    return validate.first_line(e)
