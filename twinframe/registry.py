@@ -37,6 +37,7 @@ def _hrm() -> ModelSpec:
                   ProgressField("steps_per_s", "step/s", ".1f")),
         refused=(Refusal(run={"bias_correction": True}), Refusal(run={"noise_source": "native"})),
         infer=tr_hrm.infer, evaluate=tr_hrm.evaluate, jax_face=_hrm_face,
+        layout_size=hrm.layout_size,
     )
 
 
@@ -166,6 +167,7 @@ def _altlas() -> ModelSpec:
                   ProgressField("episodes_per_s", "episodes/s", ".1f")),
         refused=(Refusal(model={"dropout": 0.5}), Refusal(model={"initial_grammar_boost": 2.2})),
         evaluate=tr_alt.evaluate, jax_face=_altlas_face,
+        layout_size=altlas.layout_size,
     )
 
 

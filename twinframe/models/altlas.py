@@ -471,6 +471,11 @@ def layout(cfg: AltLASConfig) -> Layout:
     return Layout(Table(tuple(_row(k, s) for k, s in torch_shapes(cfg).items())))
 
 
+def layout_size(cfg: AltLASConfig) -> int:
+    """Rows of `layout(cfg)` (4L + 3), without building it: bounds configs read from files."""
+    return 4 * cfg.num_layers + 3
+
+
 RELEASE_BY_V: dict[int, tuple[str, str, str]] = {
     46: ("R0", "v0_46", "r0"),
     63: ("R1", "v1_63", "r1"),
