@@ -469,6 +469,41 @@ def native_noise(key: jax.Array, steps: int, cfg: GaiaConfig) -> StepNoise:
     return jax.vmap(one)(jax.random.split(key, steps))
 
 
+def native_init(key: jax.Array, cfg: GaiaConfig) -> tuple[Tree, Tree, Tree]:
+    """Native JAX init (§1.10): the §1.3/§1.4/§1.6 distributions drawn with JAX keys (plastic
+    W ~ N(0, 1)*0.02, Linear weights and biases ~ U(+-1/sqrt(fan_in)), LayerNorm 1/0, zero
+    traces); it does not reproduce torch's init. -> (params, state, consts)."""
+    E, H, D, S, A = cfg.n_ensemble, cfg.hidden_dim, cfg.in_dim, cfg.state_dim, cfg.action_dim
+    k = iter(jax.random.split(key, 8))
+
+    def unif(kk, shape, fan_in):
+        b = 1.0 / math.sqrt(fan_in)
+        return jax.random.uniform(kk, shape, F32, -b, b)
+
+    params = {"wm": {"l1": {"weight": jax.random.normal(next(k), (E, H, D), F32) * F32(0.02)},
+                     "l2": {"weight": jax.random.normal(next(k), (E, H, H), F32) * F32(0.02)},
+                     "l3": {"kernel": unif(next(k), (E, H, S), H),
+                            "bias": unif(next(k), (E, S), H)},
+                     "ln1": {"scale": jnp.ones((E, H)), "bias": jnp.zeros((E, H))},
+                     "ln2": {"scale": jnp.ones((E, H)), "bias": jnp.zeros((E, H))}},
+              "am": {"dense0": {"kernel": unif(next(k), (S, 64), S),
+                                "bias": unif(next(k), (64,), S)},
+                     "dense1": {"kernel": unif(next(k), (64, 2 * A), 64),
+                                "bias": unif(next(k), (2 * A,), 64)}}}
+
+    def layer_state(out_f, in_f):
+        st = {"fast_trace": jnp.zeros((E, out_f, in_f)), "slow_trace": jnp.zeros((E, out_f, in_f))}
+        if cfg.track_metrics:
+            L = cfg.trace_history_len
+            st.update(trace_norm_history=jnp.zeros((E, L)),
+                      update_magnitude_history=jnp.zeros((E, L)),
+                      step_counter=jnp.zeros((E,), jnp.int32))
+        return st
+
+    state = {"wm": {"l1": layer_state(H, D), "l2": layer_state(H, H)}}
+    return params, state, {"preferred_state": jnp.zeros((1, S))}
+
+
 def diagnostics(params: Tree, state: Tree, cfg: GaiaConfig, member: int = 0) -> dict[str, float]:
     """Host-side §1.3 diagnostics of one member, prefixed l1_/l2_ (empty without metrics or
     before the first update)."""

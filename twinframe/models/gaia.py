@@ -15,6 +15,8 @@ Choices where the spec is silent (ours):
   action model's. `run.noise` is "parity" (§3 stream: the only one both engines can share),
   "torch" (the reference's torch generator, R4-R6) or "native" (JAX keys, §1.10); the trainers
   implement "parity" and refuse the others.
+- `run.torch_threads` (default 1): intra-op threads of the torch engine's agent steps (0 =
+  torch's setting); the results do not depend on it, the speed does (batch-1 steps).
 - Episodes: the host runs LeakyReach episodes of `run.episode_len` steps; at each reset the state
   is s0 = 0, or U[-r, r]^S drawn from `default_rng([noise_seed, 1, episode])` when
   `run.start_radius` = r > 0.
@@ -108,8 +110,11 @@ class GaiaRun(FrozenConfig):
     sigma_env: float = 0.01
     start_radius: float = 0.0
     episode_len: int = 200
+    torch_threads: int = 1
 
     def validate(self) -> None:
+        if self.torch_threads < 0:
+            raise ConfigError("torch_threads must be >= 0 (0: torch's own setting)")
         if self.noise not in NOISES:
             raise ConfigError(f"noise must be one of {NOISES}, got {self.noise!r}")
         if self.lr <= 0 or self.policy_lr <= 0 or self.eps <= 0:

@@ -359,8 +359,9 @@ def closed_loop(cfg: GaiaConfig, run: GaiaRun, steps: int, state: dict | None = 
     states, ties, and the final torch-layout state."""
     state = tg.faithful_state(cfg, run.seed) if state is None else state
     agent = tg.GaiaAgent(cfg, run, state)
-    out_t = tg.run_validation(agent, steps, noise=mg.NoiseStream(cfg, run.noise_seed),
-                              sigma=run.sigma_env)
+    with tg.torch_threads(run.torch_threads):
+        out_t = tg.run_validation(agent, steps, noise=mg.NoiseStream(cfg, run.noise_seed),
+                                  sigma=run.sigma_env)
     out_t["final"] = {k: v.detach().numpy().copy()
                       for k, v in agent.module.state_dict().items()}
     tree = mg.layout(cfg).table.torch_to_tree(state)
@@ -403,6 +404,74 @@ def level_p7(cfg: GaiaConfig, run: GaiaRun, steps: int | None = None) -> list[Co
             out.append(_cmp("P7", f"final.{r.torch_key}", a, b, "P7.params"))
         elif r.path[0] == "state":
             out.append(_cmp("P7", f"final.{r.torch_key}", a, b, "P7.traces"))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# P8 learning curves (slow; not a `twinframe check` level: tests marked `slow`, one paired seed
+# in the default test run)
+
+
+def window_means(loss: Any, window: int = 50) -> np.ndarray:
+    x = np.asarray(loss, np.float64)
+    return x[: len(x) // window * window].reshape(-1, window).mean(1)
+
+
+def p8a(seeds: Any, steps: int = 200, cfg: GaiaConfig = mg.DEFAULT,
+        run: GaiaRun | None = None) -> dict[str, Any]:
+    """P8a (paired): parity mode on both sides, torch init seed s, noise_seed 123 + s. Returns
+    per-seed window means, the per-window ratio of the medians over seeds, and stability."""
+    run = run or mg.GaiaRun()
+    wt, wj, stable = [], [], []
+    for s in seeds:
+        r = run.replace(seed=int(s), noise_seed=123 + int(s))
+        ref, cand = closed_loop(cfg, r, steps)
+        wt.append(window_means(ref["wm_loss"]))
+        wj.append(window_means(cand["wm_loss"]))
+        stable.append(bool(ref["stable"]) and _stable(cfg, cand["final"]))
+    mt, mj = np.median(wt, 0), np.median(wj, 0)
+    ratio = np.maximum(mt / mj, mj / mt)
+    return {"torch_windows": np.asarray(wt), "jax_windows": np.asarray(wj),
+            "median_ratio": ratio, "stable": stable}
+
+
+def _stable(cfg: GaiaConfig, state: dict) -> bool:
+    f = float(np.linalg.norm(state["wm.models.0.l1.fast_trace"]))
+    return 0 < f < 1.1 * cfg.homeostatic_target
+
+
+def p8b(seeds: Any, steps: int = 200, cfg: GaiaConfig = mg.DEFAULT,
+        run: GaiaRun | None = None) -> dict[str, Any]:
+    """P8b (native, one-sided bands): torch with its own generator (init + R4-R6) per seed; JAX
+    with native keys (init and §1.10 noise), all seeds vmapped in one rollout. Returns per side
+    the steps 150-199 window mean of wm_loss, final member-0 ||l2.F|| and stability."""
+    run = run or mg.GaiaRun()
+    out: dict[str, Any] = {"torch": {"late_loss": [], "l2_fast": [], "stable": []}}
+    for s in seeds:
+        g = torch.Generator().manual_seed(int(s))
+        agent = tg.GaiaAgent(cfg, run, tg.faithful_state(cfg, 0))
+        tg.faithful_init(agent.module, g)
+        with tg.torch_threads(run.torch_threads):
+            res = tg.run_validation(agent, steps, generator=g, sigma=run.sigma_env)
+        out["torch"]["late_loss"].append(float(np.mean(agent.metrics["wm_loss"][-50:])))
+        out["torch"]["l2_fast"].append(float(agent.module.wm.models[0].l2.fast_trace.norm()))
+        out["torch"]["stable"].append(bool(res["stable"]))
+    keys = jax.random.split(jax.random.key(1000), len(seeds))
+    tx = fg.make_optimizer(run)
+
+    def one(k):
+        ki, kn = jax.random.split(k)
+        p, st, c = fg.native_init(ki, cfg)
+        return fg.Agent(p, st, c, tx.init(p)), fg.native_noise(kn, steps, cfg)
+
+    agents, noise = jax.vmap(one)(keys)
+    ag, _, outs = fg.jit_rollout(cfg, run, vmapped=True)(
+        agents, jnp.zeros((len(seeds), 1, cfg.state_dim)), noise)
+    loss = np.asarray(outs.learn.wm_loss)
+    f1 = np.linalg.norm(np.asarray(ag.state["wm"]["l1"]["fast_trace"][:, 0]), axis=(1, 2))
+    f2 = np.linalg.norm(np.asarray(ag.state["wm"]["l2"]["fast_trace"][:, 0]), axis=(1, 2))
+    out["jax"] = {"late_loss": loss[:, -50:].mean(1).tolist(), "l2_fast": f2.tolist(),
+                  "stable": [bool(0 < x < 1.1 * cfg.homeostatic_target) for x in f1]}
     return out
 
 
@@ -456,16 +525,19 @@ def level_p10(cfg: GaiaConfig, run: GaiaRun) -> list[Comparison]:
     return out
 
 
+LEVELS = {"P1": level_p1, "P2": level_p2, "P3": level_p3, "P4": level_p4, "P5": level_p5,
+          "P6": level_p6, "P7": level_p7, "P9": level_p9, "P10": level_p10}
+
+
 def levels(cfg: GaiaConfig, run: GaiaRun) -> dict[str, Any]:
-    return {
-        "P1": lambda: level_p1(cfg, run),
-        "P2": lambda: level_p2(cfg, run),
-        "P3": lambda: level_p3(cfg, run),
-        "P4": lambda: level_p4(cfg, run),
-        "P5": lambda: level_p5(cfg, run),
-        "P6": lambda: level_p6(cfg, run),
-        "P7": lambda: level_p7(cfg, run),
-        "P9": lambda: level_p9(cfg, run),
-        "P10": lambda: level_p10(cfg, run),
-    }
+    """Level thunks; torch runs with `run.torch_threads` intra-op threads inside each."""
+
+    def thunk(fn: Any) -> Any:
+        def go() -> list[Comparison]:
+            with tg.torch_threads(run.torch_threads):
+                return fn(cfg, run)
+
+        return go
+
+    return {name: thunk(fn) for name, fn in LEVELS.items()}
 

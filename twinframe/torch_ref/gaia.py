@@ -16,9 +16,10 @@ Module tree (state_dict = the layout of `models.gaia.layout`): `GaiaAgentModule`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,20 @@ from twinframe.models.gaia import (
     GaiaRun,
 )
 from twinframe.torch_ref.layers import load_numpy_state
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with n intra-op threads (0: leave torch's setting), restoring the count after. The
+    agent's tensors are tiny (batch 1, P planning rows): extra threads only synchronise, and
+    on a loaded 2-core machine they slow a step down ~10x. Results do not depend on it."""
+    old = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def bitnet_quantize(w: torch.Tensor, ste: bool = False) -> torch.Tensor:
