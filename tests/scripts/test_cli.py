@@ -19,17 +19,28 @@ def test_check_prints_table_and_exits_zero():
     assert "passed" in r.stdout.splitlines()[-1]
 
 
-def test_convert_and_one_line_errors(tmp_path):
+def test_convert_and_one_line_errors(tmp_path, capsys):
+    """In process (no interpreter start per call): convert, then one-line errors."""
+    from twinframe import cli
+
     state = canonical_init(TINY)
     io.write_torch(tmp_path / "a.safetensors", state, "hrm", TINY.to_dict())
-    r = run("convert", str(tmp_path / "a.safetensors"), str(tmp_path / "b.orbax"))
-    assert r.returncode == 0, r.stderr
+    assert cli.main(["convert", str(tmp_path / "a.safetensors"), str(tmp_path / "b.orbax")]) == 0
     assert (tmp_path / "b.orbax" / "twinframe.json").is_file()
     del state["q_act_head.bias"]
     io.write_torch(tmp_path / "bad.pt", state, "hrm", TINY.to_dict())
-    r = run("convert", str(tmp_path / "bad.pt"), str(tmp_path / "c.npz"))
-    assert r.returncode == 2
-    assert r.stderr.strip().count("\n") == 0 and "q_act_head.bias" in r.stderr
-    assert "Traceback" not in r.stderr and not (tmp_path / "c.npz").exists()
-    r = run("check", "nosuchmodel")
-    assert r.returncode == 2 and "unknown model" in r.stderr
+    capsys.readouterr()
+    assert cli.main(["convert", str(tmp_path / "bad.pt"), str(tmp_path / "c.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "q_act_head.bias" in err
+    assert "Traceback" not in err and not (tmp_path / "c.npz").exists()
+    assert cli.main(["inspect", str(tmp_path / "b.orbax")]) == 0
+    assert "hrm (preset tiny, metadata)" in capsys.readouterr().out
+    assert cli.main(["check", "nosuchmodel"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+
+
+def test_entry_point_reports_file_errors_in_one_line(tmp_path):
+    (tmp_path / "x.safetensors").mkdir()
+    r = run("convert", "x.safetensors", "o.npz", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "is a directory" in r.stderr

@@ -51,7 +51,7 @@ INT_BOUND = 2**31
 
 
 def config_from_file(spec: ModelSpec, data: Any, path: str | Path, n_tensors: int | None = None,
-                     key: str = "config") -> FrozenConfig:
+                     key: str = "config", max_dim: int = 0) -> FrozenConfig:
     """A model config from a file's JSON: an object of known fields with values of the field's
     type (integers within +-2**31, finite floats), valid, and (with `n_tensors`) implying a
     layout no larger than the file could hold, checked before any layout is built."""
@@ -70,7 +70,7 @@ def config_from_file(spec: ModelSpec, data: Any, path: str | Path, n_tensors: in
         raise v.fail(path, f"invalid {spec.name} config: {e}", key) from None
     except Exception as e:  # noqa: BLE001 - any rejection of a damaged config: one line
         raise v.fail(path, f"invalid {spec.name} config ({v.first_line(e)})", key) from None
-    check_size(spec, cfg, path, n_tensors)
+    check_size(spec, cfg, path, n_tensors, max_dim)
     return cfg
 
 
@@ -97,11 +97,24 @@ def _check_field_type(spec: ModelSpec, f: dataclasses.Field, x: Any, path: str |
         raise v.fail(path, f"is {len(x)} characters long", key)
 
 
-def check_size(spec: ModelSpec, cfg: FrozenConfig, path: str | Path, n_tensors: int | None
-               ) -> None:
+FALLBACK_INT_BOUND = 65536
+
+
+def check_size(spec: ModelSpec, cfg: FrozenConfig, path: str | Path, n_tensors: int | None,
+               max_dim: int = 0) -> None:
     """Refuse a config whose layout is far larger than the file's tensor count, before the
-    layout is built (a small file claiming a million layers)."""
-    if n_tensors is None or spec.layout_size is None:
+    layout is built (a small file claiming a million layers). Models without
+    `ModelSpec.layout_size`: every integer field at most max(65536, 4 x tensors, the largest
+    dimension in the file), or a value one of the model's presets uses."""
+    if n_tensors is None:
+        return
+    if spec.layout_size is None:
+        bound = max(FALLBACK_INT_BOUND, 4 * n_tensors, max_dim)
+        known = {(k, x) for p in spec.presets.values() for k, x in p.model.to_dict().items()}
+        for k, x in cfg.to_dict().items():
+            if type(x) is int and abs(x) > bound and (k, x) not in known:
+                raise v.fail(path, f"{x} is larger than this file could need ({bound})",
+                             f"config.{k}")
         return
     rows = spec.layout_size(cfg)
     if rows > max(4 * n_tensors, 64):
@@ -121,7 +134,9 @@ def resolve_config(spec: ModelSpec, file_cfg: dict | None, requested: str | None
         return found
     if file_cfg is None:
         return spec.config(requested)
-    cfg = config_from_file(spec, file_cfg, path, len(state) if state is not None else None)
+    shapes = {k: ("", np.shape(x)) for k, x in (state or {}).items()}
+    cfg = config_from_file(spec, file_cfg, path, len(state) if state is not None else None,
+                           max_dim=_max_dim(shapes))
     if requested is not None:
         _agree(spec, cfg, requested, path)
     return cfg
@@ -227,9 +242,9 @@ def identify(p: readers.Probe, model: str | None = None, config: str | None = No
             raise v.fail(path, f"holds the model {v.q(meta_model)}, not {v.q(model)}")
     name = model or meta_model
     file_cfg = p.meta.get("config")
-    n = len(index)
+    n, max_dim = len(index), _max_dim(index)
     if name is None and file_cfg is not None:
-        fits = [s for s in reg.MODELS if _config_fits(reg.get(s), file_cfg, path, n)]
+        fits = [s for s in reg.MODELS if _config_fits(reg.get(s), file_cfg, path, n, max_dim)]
         name = fits[0] if len(fits) == 1 else None
     if name is None:
         specs = [reg.get(s) for s in reg.MODELS]
@@ -251,7 +266,7 @@ def identify(p: readers.Probe, model: str | None = None, config: str | None = No
         return Identified(spec, found, how)
     spec = reg.get(name)
     if file_cfg is not None:
-        cfg = config_from_file(spec, file_cfg, path, n)
+        cfg = config_from_file(spec, file_cfg, path, n, max_dim=max_dim)
         if config is not None:
             _agree(spec, cfg, config, path)
         return Identified(spec, cfg, "metadata")
@@ -273,9 +288,13 @@ def identify(p: readers.Probe, model: str | None = None, config: str | None = No
     return Identified(spec, found, how)
 
 
-def _config_fits(spec: ModelSpec, data: Any, path: Path, n: int) -> bool:
+def _max_dim(index: Mapping[str, tuple[str, tuple[int, ...]]]) -> int:
+    return max((max(s, default=0) for _, s in index.values()), default=0)
+
+
+def _config_fits(spec: ModelSpec, data: Any, path: Path, n: int, max_dim: int) -> bool:
     try:
-        config_from_file(spec, data, path, n)
+        config_from_file(spec, data, path, n, max_dim=max_dim)
         return True
     except TwinframeError:
         return False

@@ -27,12 +27,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="replace an existing DST, only if twinframe wrote it")
     p.add_argument("--allow-nonfinite", action="store_true",
                    help="convert weights holding NaN/Inf (refused by default)")
+    p.add_argument("--format", default="auto", choices=["auto", "nnx"],
+                   help="'nnx': write DST as a Flax NNX checkpoint directory (an NNX SRC is "
+                   "recognised by itself)")
 
 
 def main(args: argparse.Namespace) -> int:
     from twinframe.parity.files import convert_file
     from twinframe.store.validate import show
 
+    if args.format == "nnx" or _is_nnx(args.src):
+        return _nnx(args)
     s = convert_file(args.src, args.dst, args.model, args.config, args.dtype, force=args.force,
                      allow_nonfinite=args.allow_nonfinite, layout=args.layout,
                      optimizer=args.optimizer)
@@ -43,4 +48,36 @@ def main(args: argparse.Namespace) -> int:
           f"{s['layout']} layout{extra}")
     if s.get("optimizer_skipped"):
         print("note: the source holds optimizer state; pass --optimizer FILE to write it")
+    return 0
+
+
+def _is_nnx(src: str) -> bool:
+    from pathlib import Path
+
+    from twinframe.store import validate
+
+    if validate.kind(src) != "directory" or validate.kind(Path(src) / "twinframe.json") != "file":
+        return False
+    from twinframe.flax.checkpoint import is_nnx
+
+    return is_nnx(src)
+
+
+def _nnx(args: argparse.Namespace) -> int:
+    """Flax NNX checkpoints (`twinframe.flax.checkpoint.convert_nnx`) behind the same
+    destination policy as every other output."""
+    from pathlib import Path
+
+    from twinframe.flax.checkpoint import convert_nnx
+    from twinframe.store import dest
+    from twinframe.store.validate import show
+
+    to_nnx = args.format == "nnx"
+    out_is_dir = to_nnx or Path(args.dst).suffix not in (".safetensors", ".pt", ".pth", ".npz")
+    dest.check_destination(args.dst, [args.src], args.force, out_is_dir=out_is_dir)
+    s = convert_nnx(args.src, args.dst, args.model, args.config, args.dtype, to_nnx=to_nnx,
+                    force=args.force, allow_nonfinite=args.allow_nonfinite, layout=args.layout,
+                    optimizer=args.optimizer)
+    print(f"{show(args.src)} -> {show(Path(args.dst))}: {s['model']}, {s['tensors']} tensors, "
+          f"{s['from']} -> {s['to']}")
     return 0

@@ -7,7 +7,8 @@ system, a parent that is a file. An existing destination is refused unless `forc
 then only a file or a checkpoint directory that carries twinframe's marker, of the kind being
 written, is replaced (by `io.atomic_write`: written beside, then renamed over; the old one is
 removed only after the new one is complete). A twinframe checkpoint directory holding anything
-besides what twinframe writes (`twinframe.json`, `tree/`) is not replaced either.
+besides what twinframe writes (`twinframe.json`, `tree/` or an NNX `state/`) is not replaced
+either.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from twinframe.errors import CheckpointError
 from twinframe.store import validate as v
 
-DIR_ENTRIES = {"twinframe.json", "tree"}
+DIR_ENTRIES = {"twinframe.json", "tree", "state"}  # orbax checkpoints; Flax NNX ones: state/
 
 
 def _ancestors(p: Path) -> set[Path]:
@@ -142,10 +143,10 @@ def foreign(path: Path) -> str | None:
         if extra:
             return f"holds {v.q(extra[0])}, which twinframe did not write"
         try:
-            p = readers.probe_orbax(path)
+            meta = v.loads_object(v.read_small(path / "twinframe.json"), path / "twinframe.json")
         except CheckpointError:
             return "is not a checkpoint twinframe wrote"
-        return None if str(p.meta.get("format", "")).startswith("twinframe") else \
+        return None if str(meta.get("format", "")).startswith("twinframe") else \
             "is not a checkpoint twinframe wrote"
     try:
         p = readers.probe(path)
