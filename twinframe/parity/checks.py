@@ -208,7 +208,10 @@ def run_curve(spec: ModelSpec, cfg: Any, run: Any, steps: int, label: str = "",
         "abs_diff": [abs(a - b) for a, b in zip(loss_t, loss_j, strict=True)],
         "accuracy_name": acc or "",
         "torch_acc": main.torch.get(acc, []) if acc else [],
-        "jax_acc": main.jax.get(acc, []) if acc else [], "summary": summary}}
+        "jax_acc": main.jax.get(acc, []) if acc else [],
+        "series": {k: {"torch": main.torch[k], "jax": main.jax[k]}
+                   for k in spec.curve.metrics if k != "loss"},
+        "summary": summary}}
     return CurveResult(records, curves)
 
 

@@ -205,6 +205,9 @@ def _curves_html(curves: dict[str, Any]) -> str:
             plots.append(svg_plot(f"{name}: |loss_torch - loss_jax| (zeros not drawn)",
                                   {"abs diff": c["abs_diff"]},
                                   log_y=True, ylabel="abs diff (log scale)", x_start=x0))
+        for metric, series in c.get("series", {}).items():  # the other declared metrics
+            plots.append(svg_plot(f"{name}: {metric} per step", series, ylabel=metric,
+                                  x_start=x0))
         summary = html.escape(c.get("summary", ""))
         out.append(f"<h3>{html.escape(name)}</h3><p>{summary}</p>"
                    f"<div class='plots'>{''.join(plots)}</div>")

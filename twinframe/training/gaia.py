@@ -245,3 +245,69 @@ def infer(cfg: GaiaConfig, run: GaiaRun, state: dict[str, np.ndarray], subset: s
         f"  mean EFE of chosen actions {float(np.mean(ep['efe'])):.4f}",
         f"  first actions: {first}"])
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Throughput: the agent loop in torch eager vs JAX jit, one agent and N independent agents
+
+
+def bench_agents(cfg: GaiaConfig, run: GaiaRun, agents: int = 64, steps: int = 50,
+                 repeats: int = 3) -> dict[str, Any]:
+    """Env steps/s in one process, side by side (compile excluded, best of `repeats`):
+    - torch eager, one agent (`torch_ref.gaia.run_validation`, parity noise);
+    - JAX jit, one agent (`functional.gaia.jit_rollout`: lax.scan of select-env-learn);
+    - `agents` independent agents (seeds 0..N-1): torch one after another vs JAX vmapped.
+    Steps/s for N agents count every agent's env steps."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    from twinframe.functional import gaia as fg
+    from twinframe.models import gaia as mg
+    from twinframe.torch_ref import gaia as tg
+
+    def torch_agents(n: int) -> float:
+        t0 = time.perf_counter()
+        for k in range(n):
+            ag = tg.GaiaAgent(cfg, run, mg.canonical_init(cfg, k))
+            with tg.torch_threads(run.torch_threads):
+                tg.run_validation(ag, steps, noise=NoiseStream(cfg, run.noise_seed + k),
+                                  sigma=run.sigma_env)
+        return n * steps / (time.perf_counter() - t0)
+
+    tx = fg.make_optimizer(run)
+
+    def jax_inputs(n: int) -> tuple[Any, Any, Any]:
+        ags, noises = [], []
+        for k in range(n):
+            tree = mg.layout(cfg).table.torch_to_tree(mg.canonical_init(cfg, k))
+            p = jax.tree_util.tree_map(jnp.asarray, tree["params"])
+            ags.append(fg.Agent(p, jax.tree_util.tree_map(jnp.asarray, tree["state"]),
+                                jax.tree_util.tree_map(jnp.asarray, tree["consts"]),
+                                tx.init(p)))
+            ns = NoiseStream(cfg, run.noise_seed + k).take(steps)
+            noises.append(fg.StepNoise(*(jnp.asarray(x) for x in (ns.eps, ns.u, ns.xi))))
+        if n == 1:
+            return ags[0], jnp.zeros((1, cfg.state_dim)), noises[0]
+        stack = functools.partial(jax.tree_util.tree_map, lambda *x: jnp.stack(x))
+        return stack(*ags), jnp.zeros((n, 1, cfg.state_dim)), stack(*noises)
+
+    def jax_agents(n: int) -> float:
+        f = fg.jit_rollout(cfg, run, vmapped=n > 1)
+        best = 0.0
+        for _ in range(repeats + 1):  # the first call compiles
+            args = jax_inputs(n)
+            jax.block_until_ready(args)
+            t0 = time.perf_counter()
+            jax.block_until_ready(f(*args))
+            best = max(best, n * steps / (time.perf_counter() - t0))
+        return best
+
+    res = {"config": cfg.to_dict(), "steps": steps, "agents": agents,
+           "torch_threads": run.torch_threads, "jax_device": str(jax.devices()[0]),
+           "torch_version": torch.__version__, "jax_version": jax.__version__}
+    res["torch_1_agent_steps_per_s"] = max(torch_agents(1) for _ in range(repeats))
+    res["jax_1_agent_steps_per_s"] = jax_agents(1)
+    res[f"torch_{agents}_sequential_steps_per_s"] = torch_agents(agents)
+    res[f"jax_{agents}_vmapped_steps_per_s"] = jax_agents(agents)
+    return res
