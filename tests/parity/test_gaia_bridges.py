@@ -115,3 +115,37 @@ def test_analysis_export_same_from_either_framework(fw, tmp_path):
                                recs[-1]["l1_fast_norm"], rtol=1e-6)
     assert 0 <= mb.sparsity(arrays["m0.l2.weights"]) <= 1
     assert mb.correlation_matrix(arrays["m0.l2.weights"]).shape == (8, 8)
+
+
+def test_v4_npz_is_the_jax_pytree_both_ways(tmp_path):
+    """§2.11: numpy_ref npz export = the JAX pytree: export -> npz -> JAX steps -> load back
+    into a numpy_ref object, equal to numpy_ref doing the same steps (x64)."""
+    rs = np.random.RandomState(4)
+    h = tv.HebbianCore(4, 3, "bcm", rng=rs)
+    t = tv.TemporalLayer(3, 5, 2, rng=rs)
+    r = tv.ReactiveLayer(2, 4, rng=rs)
+    xs = rs.randn(3, 2, 4)
+    for x in xs[:2]:
+        t.forward(h.forward(x))
+    gaia_io.write_v4_npz(tmp_path / "v4.npz", {"h": h, "t": t, "r": r})
+    tree = gaia_io.read_v4_npz(tmp_path / "v4.npz")
+    assert int(tree["h"]["hist_len"]) == 2 and tree["t"]["hist"].shape == (2, 5)
+    with jax.enable_x64(True):
+        hj = {k: jnp.asarray(v) for k, v in tree["h"].items() if k != "hparams"}
+        hp = {k: jnp.asarray(v) for k, v in tree["h"]["hparams"].items()}
+        y, hj = fv.hebbian_forward(hj, jnp.asarray(xs[2]))
+        hj, hp = fv.hebbian_update(hj, hp, "bcm")
+        _, tj = fv.temporal_forward({k: jnp.asarray(v) for k, v in tree["t"].items()}, y)
+        back_h = gaia_io.v4_load(tv.HebbianCore(4, 3, "bcm"), {
+            **jax.tree_util.tree_map(np.asarray, hj), "hparams": hp})
+        back_t = gaia_io.v4_load(tv.TemporalLayer(3, 5, 2), jax.tree_util.tree_map(
+            np.asarray, tj))
+    t.forward(h.forward(xs[2]))
+    h.update()
+    np.testing.assert_allclose(back_h.weights, h.weights, rtol=1e-12)
+    assert back_h.hparams["bcm_theta"] == pytest.approx(h.hparams["bcm_theta"], rel=1e-12)
+    assert len(back_h.activity_history) == 3
+    np.testing.assert_allclose(back_t.get_temporal_context(), t.get_temporal_context(),
+                               rtol=1e-12)
+    again = gaia_io.v4_load(tv.ReactiveLayer(2, 4), tree["r"])
+    np.testing.assert_array_equal(again.weights, r.weights)

@@ -181,3 +181,71 @@ def write_analysis(path: Path, cfg: mg.GaiaConfig, state: dict[str, Any],
     io.atomic_write(Path(path), write)
     return arrays
 
+
+
+# ----------------------------------------------------------------------------------------------
+# v4.x: numpy_ref objects <-> the JAX pytrees of spec §2.11 (npz files = those pytrees)
+
+
+def v4_tree(layer: Any) -> dict[str, Any]:
+    """A numpy_ref layer's state as the §2.11 pytree (float64; histories as ring buffers laid
+    out chronologically, so hist_head = hist_len mod capacity); HebbianCore adds `hparams`."""
+    from twinframe.torch_ref import gaia_v4 as tv
+
+    if isinstance(layer, tv.ReactiveLayer):
+        return {"W": np.array(layer.weights), "b": np.array(layer.bias, np.float64)}
+    if isinstance(layer, tv.HebbianCore):
+        n, cap = len(layer.activity_history), tv.HIST_MAX
+        hp_, hq = np.zeros((cap, layer.input_size)), np.zeros((cap, layer.output_size))
+        for k, (p, q) in enumerate(layer.activity_history):
+            hp_[k], hq[k] = p, q
+        return {"W": np.array(layer.weights), "pre": np.asarray(layer.pre_synaptic, np.float64),
+                "post": np.asarray(layer.post_synaptic, np.float64), "hist_pre": hp_,
+                "hist_post": hq, "hist_len": np.int32(n), "hist_head": np.int32(n % cap),
+                "hparams": {k: np.float64(v) for k, v in layer.hparams.items()}}
+    if isinstance(layer, tv.TemporalLayer):
+        n, tw = len(layer.state_history), layer.time_window
+        hist = np.zeros((tw, layer.hidden_size))
+        for k, h in enumerate(layer.state_history):
+            hist[k] = h
+        return {"W": np.array(layer.weights), "W_rec": np.array(layer.recurrent_weights),
+                "h": np.array(layer.hidden_state), "hist": hist, "hist_len": np.int32(n),
+                "hist_head": np.int32(n % tw)}
+    raise TypeError(f"no v4.x pytree for {type(layer).__name__}")
+
+
+def v4_load(layer: Any, tree: dict[str, Any]) -> Any:
+    """Set a numpy_ref layer from its §2.11 pytree (ring buffers unrolled chronologically)."""
+    from twinframe.functional.gaia_v4 import unroll
+    from twinframe.torch_ref import gaia_v4 as tv
+
+    t = {k: (v if isinstance(v, dict) else np.asarray(v)) for k, v in tree.items()}
+    if isinstance(layer, tv.ReactiveLayer):
+        layer.weights, layer.bias = np.array(t["W"], np.float64), np.array(t["b"])
+    elif isinstance(layer, tv.HebbianCore):
+        layer.weights = np.array(t["W"], np.float64)
+        layer.pre_synaptic, layer.post_synaptic = np.array(t["pre"]), np.array(t["post"])
+        pre = unroll(t["hist_pre"], t["hist_len"], t["hist_head"])
+        post = unroll(t["hist_post"], t["hist_len"], t["hist_head"])
+        layer.activity_history = [(a.copy(), b.copy()) for a, b in zip(pre, post, strict=True)]
+        layer.hparams = {k: float(np.asarray(v)) for k, v in t["hparams"].items()}
+    elif isinstance(layer, tv.TemporalLayer):
+        layer.weights, layer.recurrent_weights = np.array(t["W"]), np.array(t["W_rec"])
+        layer.hidden_state = np.array(t["h"])
+        layer.state_history = [h.copy() for h in unroll(t["hist"], t["hist_len"],
+                                                        t["hist_head"])]
+    else:
+        raise TypeError(f"no v4.x pytree for {type(layer).__name__}")
+    return layer
+
+
+def write_v4_npz(path: Path, layers: dict[str, Any]) -> None:
+    """{name: numpy_ref layer} -> one npz of their §2.11 pytrees (keys `name/leaf`)."""
+    io.write_jax(Path(path), {k: v4_tree(v) for k, v in layers.items()}, "gaia-v4",
+                 {"layers": {k: type(v).__name__ for k, v in layers.items()}})
+
+
+def read_v4_npz(path: Path) -> dict[str, Any]:
+    """npz written by `write_v4_npz` -> {name: §2.11 pytree} (NumPy leaves)."""
+    tree, _ = io.read_jax(Path(path))
+    return tree
