@@ -192,3 +192,17 @@ def test_faithful_init_leaves_global_rng_alone():
     tg.faithful_state(mg.TINY, 0)
     tg.GaiaAgentModule(mg.TINY)
     assert torch.equal(torch.rand(3), a)
+
+
+def test_reference_world_model_state_dict_loads_with_counters():
+    """§1.11: a reference wm.state_dict (80 keys for E = 5, no counters) loads with
+    strict=False; counters come from the reference object's attributes, else 0."""
+    src = tg.GaiaAgentModule(mg.DEFAULT, mg.canonical_init(mg.DEFAULT, 3))
+    ref = {k: v.numpy() for k, v in src.wm.state_dict().items() if "step_counter" not in k}
+    assert len(ref) == 80
+    dst = tg.GaiaAgentModule(mg.DEFAULT, mg.canonical_init(mg.DEFAULT, 0))
+    tg.load_reference_wm(dst, ref, {"models.0.l1.step_counter": 7})
+    assert int(dst.wm.models[0].l1.step_counter) == 7 and int(dst.wm.models[1].l2.step_counter) == 0
+    assert torch.equal(dst.wm.models[4].l2.weight, src.wm.models[4].l2.weight)
+    with pytest.raises(KeyError):
+        tg.load_reference_wm(dst, {"models.0.l1.weight": ref["models.0.l1.weight"]})

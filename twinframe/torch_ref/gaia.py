@@ -258,6 +258,22 @@ def faithful_state(cfg: GaiaConfig, seed: int) -> dict[str, np.ndarray]:
     return {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
 
 
+def load_reference_wm(module: GaiaAgentModule, wm_state: dict[str, Any],
+                      counters: dict[str, int] | None = None) -> None:
+    """A world-model state_dict saved by the reference code (keys `models.{i}.*`, 8 params + 8
+    buffers per member, no `step_counter`: its counters are Python attributes) into the agent
+    (§1.11): loaded with strict=False, then each counter set from `counters` (e.g. the
+    reference object's `models.{i}.l1.step_counter` attributes) when given, else 0."""
+    tensors = {k: torch.as_tensor(np.asarray(v)) for k, v in wm_state.items()}
+    missing, unexpected = module.wm.load_state_dict(tensors, strict=False)
+    if unexpected or any(not k.endswith("step_counter") for k in missing):
+        raise KeyError(f"not a reference world model: missing {missing[:3]}, unexpected "
+                       f"{unexpected[:3]}")
+    with torch.no_grad():
+        for k in missing:
+            module.wm.get_buffer(k).fill_(int((counters or {}).get(k, 0)))
+
+
 # ----------------------------------------------------------------------------------------------
 # The agent (§1.7)
 
