@@ -52,15 +52,20 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _is_nnx(src: str) -> bool:
+    """A Flax NNX checkpoint directory (its twinframe.json read with the validated reader)."""
     from pathlib import Path
 
+    from twinframe.errors import CheckpointError
     from twinframe.store import validate
 
-    if validate.kind(src) != "directory" or validate.kind(Path(src) / "twinframe.json") != "file":
+    meta = Path(src) / "twinframe.json"
+    if validate.kind(src) != "directory" or validate.kind(meta) != "file":
         return False
-    from twinframe.flax.checkpoint import is_nnx
-
-    return is_nnx(src)
+    try:
+        fmt = validate.loads_object(validate.read_small(meta), meta).get("format", "")
+    except CheckpointError:
+        return False
+    return isinstance(fmt, str) and fmt.endswith("/nnx/1")
 
 
 def _nnx(args: argparse.Namespace) -> int:
