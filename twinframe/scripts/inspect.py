@@ -36,10 +36,26 @@ def main(args: argparse.Namespace) -> int:
     nf = r["nonfinite"]
     rows.append(("non-finite", "none" if not nf["values"] else
                  f"{nf['values']} values in {nf['tensors']} tensors (first: {nf['first']!r})"))
-    rows.append(("twinframe metadata",
-                 "none" if not r["metadata"] else json.dumps(r["metadata"], sort_keys=True)))
+    rows.append(("twinframe metadata", _meta_text(r["metadata"])))
     if r.get("extras"):
         rows.append(("other entries", ", ".join(r["extras"])))
     for k, x in rows:
         print(f"{k + ':':20s}{one_line(x, 4000)}")
     return 0
+
+
+def _meta_text(meta: dict | None) -> str:
+    """The metadata without what the lines above show (config), long maps summarised."""
+    if not meta:
+        return "none"
+    shown = {k: x for k, x in meta.items() if k != "config"}
+    if isinstance(shown.get("torch_dtypes"), dict):
+        counts: dict[str, int] = {}
+        for d in shown["torch_dtypes"].values():
+            counts[str(d)] = counts.get(str(d), 0) + 1
+        shown["torch_dtypes"] = ", ".join(f"{d} x{n}" for d, n in sorted(counts.items()))
+    if isinstance(shown.get("optimizer"), dict):
+        o = shown["optimizer"]
+        shown["optimizer"] = (f"torch optimizer state_dict, {len(o.get('params', []))} "
+                              f"parameters{', empty' if o.get('empty') else ''}")
+    return json.dumps(shown, sort_keys=True)
