@@ -136,6 +136,7 @@ class AltLASRun(FrozenConfig):
     timeout: float = 5.0
     success_threshold: float = 0.99
     scorer: str = "exact"
+    unsafe_no_sandbox: bool = False  # run programs without OS isolation (`--unsafe-no-sandbox`)
 
     def validate(self) -> None:
         if self.batch_size < 1:

@@ -1,4 +1,5 @@
-"""`twinframe train MODEL --config tiny --steps N --framework jax|torch [--resume DIR]`."""
+"""`twinframe train MODEL --config tiny --steps N --framework jax|torch [--resume DIR]
+[--on-nonfinite stop|skip] [--unsafe-no-sandbox]`."""
 
 from __future__ import annotations
 
@@ -20,10 +21,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--eval", type=int, default=0, metavar="N",
                    help="after training, evaluate on N puzzles/tasks per difficulty")
+    p.add_argument("--on-nonfinite", choices=["stop", "skip"], default="stop",
+                   help="a NaN/Inf loss or gradient: stop the run naming the step and the first "
+                        "non-finite tensor (default), or skip that step's update")
+    p.add_argument("--unsafe-no-sandbox", action="store_true",
+                   help="models that run generated programs: run them WITHOUT OS isolation "
+                        "where the sandbox (bubblewrap) is unavailable (logged, shown, recorded)")
 
 
 def main(args: argparse.Namespace) -> int:
     from twinframe import jax_cache, registry
+    from twinframe.errors import ConfigError
     from twinframe.training.loop import train
 
     jax_cache.enable()
@@ -31,8 +39,14 @@ def main(args: argparse.Namespace) -> int:
     cfg, run = spec.config(args.config), spec.run_config(args.config)
     if args.lr is not None:
         run = run.replace(lr=args.lr)
+    if args.unsafe_no_sandbox:
+        if "unsafe_no_sandbox" not in run.to_dict():
+            raise ConfigError(f"model '{spec.name}' runs no generated programs: "
+                              "--unsafe-no-sandbox does not apply")
+        run = run.replace(unsafe_no_sandbox=True)
     trainer, records = train(spec, cfg, run, args.framework, args.steps, args.out, args.every,
-                             args.keep, args.resume, show_progress=not args.no_progress)
+                             args.keep, args.resume, show_progress=not args.no_progress,
+                             on_nonfinite=args.on_nonfinite)
     if records:
         last = records[-1]
         timed = records[1:] or records  # the first step of a process includes compilation

@@ -70,6 +70,7 @@ from twinframe.models.altlas import (
     prepare_update,
 )
 from twinframe.tasks import altlas as tasks
+from twinframe.training import guard
 from twinframe.training.engine import JaxEngine, TorchEngine
 
 if TYPE_CHECKING:
@@ -144,6 +145,10 @@ class AltLASHost:
             run.task, a name from the bundled task file).
         timeout: sandbox wall timeout in s (default min(run.timeout, 2.0)).
         workers: sandbox worker threads (default: one per CPU core).
+
+    The sandbox executor is created on first use (the first program run), so a host that never
+    runs a program (one overriding `assess`) needs no sandbox; `make_host` creates it at once.
+    Without OS isolation it raises `SandboxUnavailable` unless `run.unsafe_no_sandbox`.
     """
 
     def __init__(self, cfg: AltLASConfig, run: AltLASRun, timeout: float | None = None,
@@ -160,12 +165,28 @@ class AltLASHost:
                               f"says {cfg.vocab_size}")
         self.scorer = tasks.get_scorer(run.scorer)
         self.tracker = tasks.DuplicateTracker(run.duplicate_policy)
-        t_out = min(run.timeout, TRAIN_TIMEOUT_CAP_S) if timeout is None else float(timeout)
-        self.executor = tasks.Executor(timeout=t_out, workers=workers)
+        self._timeout = min(run.timeout, TRAIN_TIMEOUT_CAP_S) if timeout is None else float(
+            timeout)
+        self._workers = workers
+        self._executor: tasks.Executor | None = None
         self.t = 0
         self.learner = LearnerState()
         self.best_score = -math.inf
         self.success_fps: list[str] = []
+
+    @property
+    def executor(self) -> tasks.Executor:
+        """The sandbox executor, created on first use (raises `SandboxUnavailable` when OS
+        isolation is missing, unless `run.unsafe_no_sandbox`)."""
+        if self._executor is None:
+            self._executor = tasks.Executor(timeout=self._timeout, workers=self._workers,
+                                            unsafe_no_sandbox=self.run.unsafe_no_sandbox)
+        return self._executor
+
+    @property
+    def isolation(self) -> str | None:
+        """"bwrap", "none" (unsafe_no_sandbox), or None while no program has run."""
+        return None if self._executor is None else self._executor.isolation
 
     # -- item 1: noise ---------------------------------------------------------------------
 
@@ -277,7 +298,8 @@ class AltLASHost:
     # -- persistence -----------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-able host state (the executor cache is not saved)."""
+        """JSON-able host state (the executor cache is not saved; `sandbox` says whether the
+        run's programs ran under bwrap or, with `unsafe_no_sandbox`, without isolation)."""
         return {
             "t": self.t,
             "task": self.task.name,
@@ -285,6 +307,7 @@ class AltLASHost:
             "fingerprints": self.tracker.to_list(),
             "success_fingerprints": list(self.success_fps),
             "best_score": None if self.best_score == -math.inf else self.best_score,
+            "sandbox": "none" if self.run.unsafe_no_sandbox else "bwrap",
         }
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
@@ -298,20 +321,55 @@ class AltLASHost:
         self.best_score = -math.inf if s["best_score"] is None else float(s["best_score"])
 
     def close(self) -> None:
-        self.executor.close()
+        if self._executor is not None:
+            self._executor.close()
+
+
+def make_host(cfg: AltLASConfig, run: AltLASRun) -> AltLASHost:
+    """The training host (`spec.make_host`), its sandbox set up now: a run without OS isolation
+    is refused before any step (`SandboxUnavailable`, one line) unless `run.unsafe_no_sandbox`,
+    which is logged and recorded (`sandbox` in every record, `isolation` in the host state)."""
+    host = AltLASHost(cfg, run)
+    host.executor  # noqa: B018 - created now: refuses here, or logs the unsafe mode
+    return host
 
 
 # ---------------------------------------------------------------------------------------------
 # Engines
 
 
-def _learn_metrics(loss: float, pol: float, ent: float, norm: float, skipped: bool
-                   ) -> dict[str, Any]:
+def _learn_metrics(loss: float, pol: float, ent: float, norm: float, skipped: bool,
+                   nonfinite: str | None = None) -> dict[str, Any]:
     return {"loss": loss, "policy_term": pol, "entropy_term": ent, "grad_norm": norm,
-            "update_skipped": skipped}
+            "update_skipped": skipped, guard.NONFINITE_KEY: nonfinite}
 
 
 SKIPPED = _learn_metrics(0.0, 0.0, 0.0, 0.0, True)
+
+
+def check_generate_inputs(cfg: AltLASConfig, noise: np.ndarray) -> np.ndarray:
+    """Gumbel noise f32 [B, T, V], finite (`guard.BadInput` before either framework sees it)."""
+    return guard.check_floats("noise", noise, (None, cfg.max_gen_len, cfg.vocab_size))
+
+
+def check_learn_inputs(cfg: AltLASConfig, tokens: np.ndarray, valid: np.ndarray,
+                       upd: UpdateInputs) -> None:
+    """tokens int [B, T] in [0, V), valid bool [B, T], advantages and weights finite [B] (weights
+    >= 0), beta finite."""
+    tokens = guard.check_ints("tokens", tokens, (None, cfg.max_gen_len), 0, cfg.vocab_size)
+    B = tokens.shape[0]
+    guard.check_bools("valid", valid, (B, cfg.max_gen_len))
+    guard.check_floats("advantages", upd.advantages, (B,))
+    guard.check_floats("weights", upd.weights, (B,), 0.0)
+    guard.check_floats("beta", np.asarray(upd.beta), ())
+
+
+def _loss_terms(loss: float, pol: float, ent: float) -> dict[str, float]:
+    return {"policy_term": pol, "entropy_term": ent, "loss": loss}
+
+
+class _NonFiniteGrads(Exception):
+    """Raised by the torch optimizer's pre-step hook: the update is not applied."""
 
 
 class AltLASTorchEngine(TorchEngine):
@@ -325,24 +383,66 @@ class AltLASTorchEngine(TorchEngine):
         from twinframe.torch_ref import altlas as t_alt
 
         self.t_alt = t_alt
+        self._guard_optimizer()
+
+    def import_state(self, state: dict[str, Any]) -> None:
+        super().import_state(state)
+        self._guard_optimizer()
+
+    def _guard_optimizer(self) -> None:
+        """A pre-step hook on the (new) optimizer: non-finite gradients (after clipping, which
+        spreads a NaN to every tensor) abort `optimizer.step()` before anything changes."""
+        torch = self.torch
+
+        def check(opt: Any, args: Any, kwargs: Any) -> None:
+            del args, kwargs
+            grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+                raise _NonFiniteGrads
+
+        self.opt.register_step_pre_hook(check)
 
     def generate(self, noise: np.ndarray) -> HostRollout:
         """noise f32 [B, T, V] -> B episodes (eval mode, no grad)."""
+        noise = check_generate_inputs(self.cfg, noise)
         r = self.t_alt.generate(self.model, self.torch.from_numpy(np.ascontiguousarray(noise)))
         return HostRollout(r.tokens.numpy(), r.valid.numpy(), r.hit_eos.numpy(),
                            r.length.numpy(), r.logp_model.numpy(), r.entropy.numpy())
 
     def learn(self, tokens: np.ndarray, valid: np.ndarray, upd: UpdateInputs) -> dict[str, Any]:
-        """One REINFORCE + clip + Adam update on tokens int32 [B, T], valid bool [B, T]."""
+        """One REINFORCE + clip + Adam update on tokens int32 [B, T], valid bool [B, T]; with a
+        non-finite gradient nothing changes and the first non-finite tensor is named."""
+        check_learn_inputs(self.cfg, tokens, valid, upd)
         if upd.skip:
             return dict(SKIPPED)
         torch = self.torch
-        lo = self.t_alt.learn_step(
-            self.model, self.opt, torch.from_numpy(np.ascontiguousarray(tokens)),
-            torch.from_numpy(np.ascontiguousarray(valid)), torch.from_numpy(upd.advantages),
-            torch.from_numpy(upd.weights), torch.tensor(upd.beta),
-            grad_clip_norm=self.run.grad_clip_norm)
+        args = (torch.from_numpy(np.ascontiguousarray(tokens)),
+                torch.from_numpy(np.ascontiguousarray(valid)), torch.from_numpy(upd.advantages),
+                torch.from_numpy(upd.weights), torch.tensor(upd.beta))
+        try:
+            lo = self.t_alt.learn_step(self.model, self.opt, *args,
+                                       grad_clip_norm=self.run.grad_clip_norm)
+        except _NonFiniteGrads:
+            return self._nonfinite(args)
         return _learn_metrics(lo.loss, lo.policy_term, lo.entropy_term, lo.grad_norm, lo.skipped)
+
+    def _nonfinite(self, args: tuple) -> dict[str, Any]:
+        """After an aborted update: loss and raw (unclipped) gradients recomputed."""
+        from twinframe.store.io import to_numpy
+
+        self.opt.zero_grad(set_to_none=True)
+        out = self.t_alt.reinforce_loss(self.model, *args)
+        out.loss.backward()
+        named = dict(self.model.named_parameters())
+        grads = {n: to_numpy(named[n].grad) for n in self.names if named[n].grad is not None}
+        self.opt.zero_grad(set_to_none=True)
+        loss, pol, ent = (float(x.detach() if hasattr(x, "detach") else x)
+                          for x in (out.loss, out.policy_term, out.entropy_term))
+        norm = float(np.sqrt(sum(np.sum(np.square(g, dtype=np.float64)) for g in grads.values())))
+        what = guard.nonfinite_report(
+            [("parameter", {n: to_numpy(named[n]) for n in self.names}),
+             ("loss term", _loss_terms(loss, pol, ent)), ("gradient", grads)], norm)
+        return _learn_metrics(loss, pol, ent, norm, False, what)
 
 
 class AltLASJaxEngine(JaxEngine):
@@ -360,28 +460,68 @@ class AltLASJaxEngine(JaxEngine):
 
     def generate(self, noise: np.ndarray) -> HostRollout:
         """noise f32 [B, T, V] -> B episodes."""
+        noise = check_generate_inputs(self.cfg, noise)
         r = self.jax.device_get(self.fns.generate(self.params, self.jnp.asarray(noise)))
         return HostRollout(*(np.asarray(x) for x in (r.tokens, r.valid, r.hit_eos, r.length,
                                                       r.logp_model, r.entropy)))
 
     def learn(self, tokens: np.ndarray, valid: np.ndarray, upd: UpdateInputs) -> dict[str, Any]:
-        """One update (jitted, donated train step) on tokens int32 [B, T], valid bool [B, T]."""
+        """One update (jitted, donated train step) on tokens int32 [B, T], valid bool [B, T];
+        with a non-finite loss or gradient norm nothing changes (see `_train_step`) and the
+        first non-finite tensor is named."""
+        check_learn_inputs(self.cfg, tokens, valid, upd)
         if upd.skip:
             return dict(SKIPPED)
         jnp = self.jnp
         batch = self.f_alt.LearnBatch(jnp.asarray(tokens, jnp.int32), jnp.asarray(valid),
                                       jnp.asarray(upd.advantages), jnp.asarray(upd.weights),
                                       jnp.float32(upd.beta))
-        self.params, self.opt_state, lo = self._step(self.params, self.opt_state, batch)
-        lo = self.jax.device_get(lo)
-        return _learn_metrics(float(lo.loss), float(lo.policy_term), float(lo.entropy_term),
-                              float(lo.grad_norm), bool(lo.skipped))
+        self.params, self.opt_state, lo, ok = self._step(self.params, self.opt_state, batch)
+        lo, ok = self.jax.device_get((lo, ok))
+        m = (float(lo.loss), float(lo.policy_term), float(lo.entropy_term))
+        what = None
+        if not ok:
+            what = self._nonfinite(batch, m, float(lo.grad_norm))
+        return _learn_metrics(*m, float(lo.grad_norm), bool(lo.skipped), what)
+
+    def _nonfinite(self, batch: Any, terms: tuple[float, float, float], norm: float) -> str:
+        """Only after a failed update: its raw gradients recomputed from the kept params
+        (params + grads from `guard.identity_step`), when params and loss are finite."""
+        tab = self.layout.params
+
+        def grads() -> dict[str, np.ndarray]:
+            import optax
+
+            moved, _, _ = guard.identity_step(self.spec, self.cfg)(
+                guard.jax_copy(self.params), optax.EmptyState(), batch)
+            return tab.tree_to_torch(self.jax.device_get(moved))
+
+        return guard.nonfinite_report(
+            [("parameter", tab.tree_to_torch(self.jax.device_get(self.params))),
+             ("loss term", _loss_terms(*terms)), ("gradient", grads)], norm)
 
 
 @functools.lru_cache(maxsize=8)
 def _train_step(spec: ModelSpec, cfg: AltLASConfig, run: AltLASRun) -> Any:
-    """One compiled train step per config pair, shared by every engine of the process."""
-    return spec.make_train_step(cfg, spec.jax_optimizer(run))
+    """One compiled train step per config pair, shared by every engine of the process:
+    `spec.make_train_step` plus a finite flag (loss and gradient norm) computed on the device and
+    fetched with the step's outputs (no extra host sync); where it is False, params and
+    optimizer state keep their values from before the step."""
+    import jax
+    import jax.numpy as jnp
+
+    inner = spec.make_train_step(cfg, spec.jax_optimizer(run))
+
+    def guarded(params, opt_state, batch):
+        new_p, new_s, lo = inner(params, opt_state, batch)
+        ok = jnp.isfinite(lo.loss) & jnp.isfinite(lo.grad_norm)
+
+        def keep(new, old):
+            return jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+        return keep(new_p, params), keep(new_s, opt_state), lo, ok
+
+    return jax.jit(guarded, donate_argnums=(0, 1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,11 +554,16 @@ def log_record(host: AltLASHost, batch: EpisodeBatch, rollout: HostRollout,
         "executed": int(batch.scored.sum()),
         "status_success": statuses.count("success"), "status_error": statuses.count("error"),
         "status_timeout": statuses.count("timeout"),
-        "distinct_programs": len(host.tracker), "cache_size": host.executor.cache_size(),
+        "distinct_programs": len(host.tracker),
+        "cache_size": 0 if host.isolation is None else host.executor.cache_size(),
+        "sandbox": _SANDBOX_SHOWN.get(host.isolation, host.isolation),
         "sample_code": batch.codes[best][:SAMPLE_CODE_CHARS] if best is not None else None,
-        "stop": host.stop_reached,
+        "stop": host.stop_reached, guard.NONFINITE_KEY: learn.get(guard.NONFINITE_KEY),
         **times, "episodes_per_s": B / dt if dt > 0 else None,
     }
+
+
+_SANDBOX_SHOWN = {"none": "NONE (unsafe)"}
 
 
 def evaluate(engine: AltLASTorchEngine | AltLASJaxEngine, cfg: AltLASConfig, run: AltLASRun,

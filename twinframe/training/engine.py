@@ -39,8 +39,24 @@ class TorchEngine:
         self.names = self.layout.trainable_keys()
 
     def dev(self, x: np.ndarray) -> Any:
-        """NumPy -> tensor on this engine's device (copied)."""
-        return self.torch.from_numpy(np.array(x)).to(self.device)
+        """NumPy -> tensor on this engine's device, copied into torch's own (64-byte aligned)
+        memory: MKL's small-n SGEMM kernels round differently on operands that are not 16-byte
+        aligned, and NumPy's buffers are only guaranteed 16 (see `runtime`)."""
+        return self.torch.tensor(np.asarray(x), device=self.device)
+
+    def runtime(self) -> dict[str, Any]:
+        """What torch results depend on besides the inputs, recorded in checkpoints: on CPU a
+        run is bitwise reproducible only with the same torch/MKL build, the same intra-op
+        thread count (reductions and GEMMs split their work per thread) and the same MKL code
+        path (CPU instruction set, or MKL_CBWR)."""
+        import os
+
+        torch = self.torch
+        out: dict[str, Any] = {"torch": torch.__version__, "device": str(self.device)}
+        if self.device.type == "cpu":
+            out.update(threads=torch.get_num_threads(), mkl_cbwr=os.environ.get("MKL_CBWR"),
+                       cpu_capability=torch.backends.cpu.get_cpu_capability())
+        return out
 
     # -- carry hooks (models with a carry override both) ----------------------------------------
 
@@ -176,3 +192,8 @@ class JaxEngine:
 
     def params_torch_layout(self) -> StateDict:
         return self.layout.params.tree_to_torch(self.jax.device_get(self.params))
+
+    def runtime(self) -> dict[str, Any]:
+        """What JAX results depend on besides the inputs, recorded in checkpoints."""
+        devs = self.jax.devices()
+        return {"jax": self.jax.__version__, "backend": devs[0].platform, "devices": len(devs)}

@@ -20,6 +20,7 @@ from twinframe.contract import StepResult
 from twinframe.functional import sharding
 from twinframe.models.hrm import HRMConfig, HRMRun
 from twinframe.tasks import sudoku
+from twinframe.training import guard
 from twinframe.training.engine import JaxEngine, TorchEngine
 
 if TYPE_CHECKING:
@@ -124,7 +125,8 @@ def log_record(host: HRMHost, m: dict[str, float], halted: np.ndarray, dt: float
         "q_halt_acc": m["q_halt_acc"], "total_puzzles": cur.total_puzzles,
         "curriculum_stage": cur.stage, "rolling_acc": cur.rolling_acc,
         "steps_since_graduation": cur.steps_since_graduation, "lr": lr,
-        "grad_global_norm": m["grad_global_norm"], "step_time_s": dt,
+        "grad_global_norm": m["grad_global_norm"], guard.NONFINITE_KEY: m.get(guard.NONFINITE_KEY),
+        "step_time_s": dt,
         "steps_per_s": 1.0 / dt if dt > 0 else None,
         "puzzles_per_s": n_halt / dt if dt > 0 else math.nan,
     }
@@ -132,6 +134,26 @@ def log_record(host: HRMHost, m: dict[str, float], halted: np.ndarray, dt: float
 
 # ---------------------------------------------------------------------------------------------
 # Engines
+
+NOISE_KEYS = ("explore_u", "min_halt_draw")
+
+
+def check_step_inputs(cfg: HRMConfig, run: HRMRun, host: HRMHost, noise: dict) -> None:
+    """The host arrays of one step, before either framework sees them (`guard.BadInput`)."""
+    B, S, M, V = run.batch_size, cfg.seq_len, cfg.halt_max_steps, cfg.vocab_size
+    guard.check_ints("inputs", host.inputs, (B, S), 0, V)
+    guard.check_ints("targets", host.targets, (B, S), 0, V)
+    guard.check_ints("segments", host.segments, (B,), 0, M + 1)
+    if sorted(noise) != sorted(NOISE_KEYS):
+        raise guard.BadInput(f"noise: keys {sorted(noise)}, expected {list(NOISE_KEYS)}")
+    guard.check_floats("noise explore_u", noise["explore_u"], (B,), 0.0, 1.0)
+    guard.check_ints("noise min_halt_draw", noise["min_halt_draw"], (B,), 0, M + 1)
+
+
+def _loss_terms(m: dict[str, float]) -> dict[str, float]:
+    """The step's loss terms, components before the total."""
+    terms = {k: v for k, v in m.items() if k.endswith("_loss")}
+    return {**terms, "loss": m["loss"]}
 
 
 class HRMTorchEngine(TorchEngine):
@@ -149,6 +171,9 @@ class HRMTorchEngine(TorchEngine):
         self.z_H, self.z_L = c.z_H, c.z_L
 
     def step(self, host: HRMHost, noise: dict) -> tuple[dict[str, float], np.ndarray]:
+        """One step; a non-finite loss or gradient norm leaves params, optimizer state and
+        carry as they were and names the first non-finite tensor (metrics['nonfinite'])."""
+        check_step_inputs(self.cfg, self.run, host, noise)
         torch = self.torch
         carry = self.t_hrm.HRMCarry(self.z_H, self.z_L, self.dev(host.segments),
                                     self.dev(host.inputs), self.dev(host.targets))
@@ -157,11 +182,25 @@ class HRMTorchEngine(TorchEngine):
         out.loss.backward()
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         gnorm = torch.sqrt(sum((g.float() ** 2).sum() for g in grads))
-        self.opt.step()
-        self.z_H, self.z_L = out.carry.z_H, out.carry.z_L
-        metrics = {k: float(v) for k, v in out.metrics.items()}
+        metrics: dict[str, Any] = {k: float(v) for k, v in out.metrics.items()}
         metrics["grad_global_norm"] = float(gnorm)
+        if guard.finite_scalars(metrics["loss"], metrics["grad_global_norm"]):
+            self.opt.step()
+            self.z_H, self.z_L = out.carry.z_H, out.carry.z_L
+            metrics[guard.NONFINITE_KEY] = None
+        else:
+            metrics[guard.NONFINITE_KEY] = self._nonfinite(metrics)
         return metrics, out.halted.cpu().numpy().copy()
+
+    def _nonfinite(self, metrics: dict[str, float]) -> str:
+        from twinframe.store.io import to_numpy
+
+        named = dict(self.model.named_parameters())
+        grads = {n: to_numpy(named[n].grad) for n in self.names if named[n].grad is not None}
+        return guard.nonfinite_report(
+            [("parameter", {n: to_numpy(named[n]) for n in self.names}),
+             ("carry", self.export_carry()), ("loss term", _loss_terms(metrics)),
+             ("gradient", grads)], metrics["grad_global_norm"])
 
     def reset(self, mask: np.ndarray) -> None:
         """z_H, z_L of masked slots <- the (T-rounded) initial states."""
@@ -184,18 +223,34 @@ class HRMTorchEngine(TorchEngine):
 
 @functools.lru_cache(maxsize=8)
 def _jax_functions(spec: ModelSpec, cfg: HRMConfig, run: HRMRun):
-    """(jitted train step, jitted slot reset) per config pair, so every engine of one config in
-    a process shares one compilation."""
+    """(jitted guarded train step, jitted slot reset) per config pair, so every engine of one
+    config in a process shares one compilation.
+
+    The guarded step is `spec.make_train_step` plus a finite flag (loss and gradient norm),
+    computed on the device and fetched with the metrics (no extra host sync); where it is
+    False, params, optimizer state and carry keep their values from before the step."""
     import jax
     import jax.numpy as jnp
+
+    inner = spec.make_train_step(cfg, spec.jax_optimizer(run))
+
+    def guarded(params, opt_state, consts, carry, noise):
+        new_p, new_s, out = inner(params, opt_state, consts, carry, noise)
+        ok = jnp.isfinite(out.metrics["loss"]) & jnp.isfinite(out.metrics["grad_global_norm"])
+
+        def keep(new, old):
+            return jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+        c = out.carry._replace(z_H=keep(out.carry.z_H, carry.z_H),
+                               z_L=keep(out.carry.z_L, carry.z_L))
+        return keep(new_p, params), keep(new_s, opt_state), out._replace(carry=c), ok
 
     def reset(z_H, z_L, mask, consts):
         m = mask[:, None, None]
         return (jnp.where(m, consts["initial_high_level"].astype(z_H.dtype), z_H),
                 jnp.where(m, consts["initial_low_level"].astype(z_L.dtype), z_L))
 
-    return (spec.make_train_step(cfg, spec.jax_optimizer(run)),
-            jax.jit(reset, donate_argnums=(0, 1)))
+    return jax.jit(guarded, donate_argnums=(0, 1, 3)), jax.jit(reset, donate_argnums=(0, 1))
 
 
 class HRMJaxEngine(JaxEngine):
@@ -229,16 +284,43 @@ class HRMJaxEngine(JaxEngine):
             self.z_H, self.z_L = sharding.shard_batch((self.z_H, self.z_L), self.mesh)
 
     def step(self, host: HRMHost, noise: dict) -> tuple[dict[str, float], np.ndarray]:
+        """One step (see `_jax_functions`: a non-finite step leaves params, optimizer state and
+        carry unchanged and names the first non-finite tensor in metrics['nonfinite'])."""
+        check_step_inputs(self.cfg, self.run, host, noise)
         jnp = self.jnp
         batch = sharding.shard_batch(
             (jnp.asarray(host.segments), jnp.asarray(host.inputs), jnp.asarray(host.targets),
              {k: jnp.asarray(v) for k, v in noise.items()}), self.mesh)
         carry = self.f_hrm.HRMCarry(self.z_H, self.z_L, *batch[:3])
-        self.params, self.opt_state, out = self._step(
+        self.params, self.opt_state, out, ok = self._step(
             self.params, self.opt_state, self.consts, carry, batch[3])
         self.z_H, self.z_L = out.carry.z_H, out.carry.z_L
-        metrics, halted = self.jax.device_get((out.metrics, out.halted))
-        return {k: float(v) for k, v in metrics.items()}, np.asarray(halted)
+        metrics, halted, ok = self.jax.device_get((out.metrics, out.halted, ok))
+        m: dict[str, Any] = {k: float(v) for k, v in metrics.items()}
+        m[guard.NONFINITE_KEY] = None if ok else self._nonfinite(m, host, noise)
+        return m, np.asarray(halted)
+
+    def _nonfinite(self, metrics: dict[str, float], host: HRMHost, noise: dict) -> str:
+        """Only after a failed step: its gradients recomputed from the kept state (params +
+        grads from `guard.identity_step`), when params, carry and loss are finite."""
+        jnp, tab = self.jnp, self.layout.params
+
+        def grads() -> dict[str, np.ndarray]:
+            import optax
+
+            batch = sharding.shard_batch(
+                (jnp.asarray(host.segments), jnp.asarray(host.inputs),
+                 jnp.asarray(host.targets), {k: jnp.asarray(v) for k, v in noise.items()}),
+                self.mesh)
+            carry = self.f_hrm.HRMCarry(jnp.copy(self.z_H), jnp.copy(self.z_L), *batch[:3])
+            moved, _, _ = guard.identity_step(self.spec, self.cfg)(
+                guard.jax_copy(self.params), optax.EmptyState(), self.consts, carry, batch[3])
+            return tab.tree_to_torch(self.jax.device_get(moved))
+
+        return guard.nonfinite_report(
+            [("parameter", tab.tree_to_torch(self.jax.device_get(self.params))),
+             ("carry", self.export_carry()), ("loss term", _loss_terms(metrics)),
+             ("gradient", grads)], metrics["grad_global_norm"])
 
     def reset(self, mask: np.ndarray) -> None:
         if mask.any():
@@ -299,6 +381,7 @@ def solve_batch(cfg: HRMConfig, params: dict, consts: dict, puzzles: np.ndarray)
     segment predictions (NumPy)."""
     import jax
 
+    puzzles = guard.check_ints("puzzles", puzzles, (None, cfg.seq_len), 0, cfg.vocab_size)
     out = jax.device_get(_jit_evaluate(cfg)(params, consts, np.asarray(puzzles, np.int32)))
     return {"boards": sudoku.solved_board(puzzles, np.asarray(out.preds)),
             "segments": np.asarray(out.segments), "q_halt": np.asarray(out.q_halt),

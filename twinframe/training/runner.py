@@ -51,7 +51,14 @@ class Trainer:
         return {**self.engine.export_state(),
                 "host": json.loads(json.dumps(self.host.state_dict())),
                 "config": self.cfg.to_dict(), "run": self.run.to_dict(),
-                "framework": self.framework, "model_name": self.spec.name}
+                "framework": self.framework, "model_name": self.spec.name,
+                "runtime": self.runtime()}
+
+    def runtime(self) -> dict[str, Any]:
+        """The engine's `runtime()` (library versions, device, threads): recorded in
+        checkpoints, compared on resume."""
+        fn = getattr(self.engine, "runtime", None)
+        return fn() if fn is not None else {}
 
     def import_state(self, state: TrainState) -> None:
         self.engine.import_state(state)
