@@ -19,9 +19,11 @@ from __future__ import annotations
 import ctypes
 import errno
 import json
+import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,8 @@ import numpy as np
 from twinframe.errors import CheckpointError
 from twinframe.models.layout import flatten_tree, normalize_tree_keys, path_str, unflatten_tree
 from twinframe.store import validate
+
+log = logging.getLogger(__name__)
 
 TORCH_SUFFIXES = (".safetensors", ".pt", ".pth")
 JAX_SUFFIXES = (".npz", ".orbax", "")
@@ -75,9 +79,22 @@ def atomic_write(dst: Path, write: Callable[[Path], None], is_dir: bool = False,
     except OSError as e:
         raise validate.fail(dst, f"cannot write ({e.strerror or e})") from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_temp(tmp)
         if not done:
             _remove_created(created)
+
+
+def _remove_temp(tmp: Path) -> None:
+    """Remove a temp tree; retried briefly because a failed orbax/tensorstore write can still
+    be creating files in it from a background thread when the error reaches us (seen once
+    under load: ENOTEMPTY left the temp behind). What remains is logged; `remove_stale` of a
+    resumed run removes it."""
+    for delay in (0.0, 0.05, 0.2, 0.5, 1.0):
+        time.sleep(delay)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.path.lexists(tmp):
+            return
+    log.warning("could not remove the temp path %s", tmp)
 
 
 def _make_parents(parent: Path) -> list[Path]:
