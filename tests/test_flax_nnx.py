@@ -97,6 +97,36 @@ def test_params_are_the_pure_leaves(name):
 
 
 @pytest.mark.parametrize("name", registry.MODELS)
+def test_state_variable_kinds(name):
+    """Leaves a face names in `JaxFace.kinds` are `Trace`/`Diagnostic` variables (both
+    `nnx.BatchStat`s, never `nnx.Param`), the others of their root keep the root's type; each
+    type's filter selects exactly its leaves, and split/merge by those filters is exact."""
+    spec, cfg, _, tree, face, inputs, _ = _case(name)
+    if not face.kinds:
+        pytest.skip(f"{name}: no trace or diagnostic leaves")
+    model = _module(name, tree, batch_size=BATCH)
+    want: dict[str, set[str]] = {"trace": set(), "diagnostic": set()}
+    for r in spec.layout(cfg).table.rows:
+        if r.path[0] != "params" and r.path[-1] in face.kinds:
+            want[face.kinds[r.path[-1]]].add(path_str(r.path))
+    assert want["trace"] or want["diagnostic"]
+    for kind, cls in (("trace", tf_flax.Trace), ("diagnostic", tf_flax.Diagnostic)):
+        assert set(_by_path(nnx.to_pure_dict(nnx.state(model, cls)))) == want[kind], kind
+    stats = set(_by_path(nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))))
+    assert want["trace"] | want["diagnostic"] <= stats
+    assert not stats & {f"params/{k}" for k in
+                        _by_path(nnx.to_pure_dict(nnx.state(model, nnx.Param)))}
+    graphdef, params, traces, diags, rest = nnx.split(model, nnx.Param, tf_flax.Trace,
+                                                      tf_flax.Diagnostic, ...)
+    merged = nnx.merge(graphdef, params, traces, diags, rest)
+    _assert_same(nnx.to_pure_dict(nnx.state(merged)), nnx.to_pure_dict(nnx.state(model)),
+                 f"{name}: split/merge by kind")
+    before = _bits(nnx.to_pure_dict(nnx.state(model, tf_flax.Trace)))
+    model(*inputs)  # a call rewrites the traces in place
+    assert _bits(nnx.to_pure_dict(nnx.state(model, tf_flax.Trace))) != before, name
+
+
+@pytest.mark.parametrize("name", registry.MODELS)
 def test_outputs_bit_exact(name):
     """Eager call and `nnx.jit` call equal the pure apply (eager, jit), outputs and carry."""
     _, _, _, tree, face, inputs, _ = _case(name)
@@ -117,7 +147,9 @@ def test_outputs_bit_exact(name):
 
 @pytest.mark.parametrize("name", registry.MODELS)
 def test_methods_bit_exact(name):
-    """Every further entry point (`JaxFace.methods`: the jittable core beside the forward)."""
+    """Every further entry point (`JaxFace.methods`: the jittable core beside the forward),
+    called in turn on one module: outputs, and the state each call writes (the pure side
+    threads its `updates` the same way)."""
     _, _, _, tree, face, _, _ = _case(name)
     if not face.methods:
         pytest.skip(f"{name}: no methods besides apply and loss")
@@ -128,9 +160,11 @@ def test_methods_bit_exact(name):
     model = _module(name, tree, batch_size=BATCH)
     assert type(model).__doc__.count(", ".join(face.methods)) == 1
     for m, fn in face.methods.items():
-        want, _ = jax.jit(fn)(tree["params"], frozen, *args[m])
+        want, upd = jax.jit(fn)(tree["params"], frozen, *args[m])
         got = nnx.jit(lambda model, *a, m=m: getattr(model, m)(*a))(model, *args[m])
         _assert_same(got, want, f"{name}.{m} under nnx.jit")
+        frozen = {**frozen, **upd}
+        _assert_same(model.frozen(), frozen, f"{name}.{m}: state written under nnx.jit")
 
 
 @pytest.mark.parametrize("name", registry.MODELS)

@@ -160,6 +160,9 @@ class JaxFace:
       methods: further entry points, named, in apply's convention
       method_args(batch_size, seed) -> {method: args}                 valid arguments of methods
       outside: what of the model these functions do not cover (host-side loops), one sentence
+      kinds: {leaf name: kind} for leaves of the non-params roots that are not plain buffers:
+          'trace' (plastic state a call rewrites), 'diagnostic' (histories, counters); the
+          adapter picks the NNX variable type by kind (`twinframe.flax.KINDS`)
     """
 
     apply: Callable[..., Any]
@@ -170,6 +173,7 @@ class JaxFace:
     methods: Mapping[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
     outside: str = ""
     method_args: Callable[[int, int], Mapping[str, tuple[Any, ...]]] | None = None
+    kinds: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

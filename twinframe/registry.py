@@ -172,6 +172,81 @@ def _altlas() -> ModelSpec:
     )
 
 
+@functools.cache
+def _gaia_face(cfg: Any) -> JaxFace:
+    """GAIA v3.1 in the JaxFace convention: no carry (the plastic state is the layout's `state`
+    root: traces are `Trace`, histories and counters `Diagnostic` variables); a call is
+    select_action on one state (1, S) with injected noise; `loss` is wm_loss + policy_loss
+    (disjoint parameter groups). The agent acts on one row: `example` ignores batch_size."""
+    import numpy as np
+
+    from twinframe.functional import gaia as f
+    from twinframe.models.gaia import HISTORY_BUFFERS, PLASTIC_BUFFERS
+
+    def upd(state):
+        return {"state": state}
+
+    def apply(params, frozen, s, eps, u):
+        sel, state = f.select_action(params, frozen["state"], frozen["consts"], s, eps, u, cfg)
+        return sel, upd(state)
+
+    def loss(params, frozen, s, a, s_next):
+        value, (aux, state) = f.agent_loss(params, frozen["state"], frozen["consts"], s, a,
+                                           s_next, cfg)
+        return value, (aux, upd(state))
+
+    def train(step, params, opt_state, frozen, s, a, s_next):
+        params, state, opt_state, out = step(params, frozen["state"], frozen["consts"],
+                                             opt_state, s, a, s_next)
+        return params, opt_state, out.objective, upd(state)
+
+    def example(batch_size, seed):
+        del batch_size  # one agent acts on one state row
+        rng = np.random.default_rng(seed)
+        S, A, P = cfg.state_dim, cfg.action_dim, cfg.planning_samples
+        s = rng.uniform(0.5, 1.0, (1, S)).astype(np.float32) * rng.choice([-1, 1], (1, S))
+        eps = rng.standard_normal((P, A)).astype(np.float32)
+        a = np.tanh(rng.standard_normal((1, A))).astype(np.float32)
+        s_next = (s * np.float32(0.5)).astype(np.float32)  # |s'| < |s|: improvement > 0 at g = 0
+        return (s, eps, np.float32(rng.random())), (s, a, s_next)
+
+    def world_model(params, frozen, s, a):
+        preds, wm = f.ensemble_apply(params["wm"], frozen["state"]["wm"], s, a, cfg)
+        return f.ensemble_stats(preds), upd({**frozen["state"], "wm": wm})
+
+    def action_model(params, frozen, s):
+        return f.action_model(params["am"], s, cfg.action_dim), {}
+
+    def act(params, frozen, s0, noise, sigma):
+        state, out = f.act_episode(params, frozen["state"], frozen["consts"], s0, noise, cfg,
+                                   sigma)
+        return out, upd(state)
+
+    def method_args(batch_size, seed):
+        rng = np.random.default_rng(seed)
+        S, A, P, T = cfg.state_dim, cfg.action_dim, cfg.planning_samples, 4
+        s = rng.standard_normal((batch_size, S)).astype(np.float32)
+        a = np.tanh(rng.standard_normal((batch_size, A))).astype(np.float32)
+        noise = f.StepNoise(rng.standard_normal((T, P, A)).astype(np.float32),
+                            rng.random(T).astype(np.float32),
+                            rng.standard_normal((T, 1, S)).astype(np.float32))
+        return {"world_model": (s, a), "action_model": (s,),
+                "act": (s[:1], noise, np.float32(0.01))}
+
+    kinds = {**dict.fromkeys(PLASTIC_BUFFERS, "trace"),
+             **dict.fromkeys((*HISTORY_BUFFERS, "step_counter"), "diagnostic")}
+    return JaxFace(apply, loss, train, example, None,
+                   {"world_model": world_model, "action_model": action_model, "act": act},
+                   outside=(
+        "the agent loop stays outside: drawing the parity noise (NoiseStream), the LeakyReach "
+        "step between select and learn, episode resets and returns (training.gaia.GaiaHost; "
+        "act runs an episode without learning, functional.gaia.rollout one with learning); and "
+        "the policy gate: learn skips the action model's AdamW step (params and optimizer "
+        "state) where the improvement (loss aux 'improvement') is <= 0, which one "
+        "nnx.Optimizer.update cannot express (make_train_step does)"),
+                   method_args=method_args, kinds=kinds)
+
+
 def _gaia() -> ModelSpec:
     from twinframe.functional import gaia as f_gaia
     from twinframe.models import gaia
@@ -196,7 +271,7 @@ def _gaia() -> ModelSpec:
                   ProgressField("loss", "wm loss", ".4f"),
                   ProgressField("steps_per_s", "step/s", ".1f")),
         refused=(Refusal(run={"noise": "torch"}), Refusal(run={"noise": "native"})),
-        infer=tr_gaia.infer, evaluate=tr_gaia.evaluate,
+        infer=tr_gaia.infer, evaluate=tr_gaia.evaluate, jax_face=_gaia_face,
     )
 
 

@@ -15,6 +15,8 @@ from twinframe.flax.module import (
     Buffer,
     Carry,
     Const,
+    Diagnostic,
+    Trace,
     TwinModule,
     abstract_module,
     face_of,
@@ -24,5 +26,5 @@ from twinframe.flax.module import (
     variable_type,
 )
 
-__all__ = ["Buffer", "Carry", "Const", "TwinModule", "abstract_module", "face_of", "layout_tree",
-           "module", "values", "variable_type"]
+__all__ = ["Buffer", "Carry", "Const", "Diagnostic", "Trace", "TwinModule", "abstract_module",
+           "face_of", "layout_tree", "module", "values", "variable_type"]

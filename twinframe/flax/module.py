@@ -8,8 +8,10 @@ The module holds the model's layout tree as NNX variables and runs the model's p
   exactly the pure params tree's paths, shapes and dtypes, and `nnx.Optimizer(m, tx,
   wrt=nnx.Param)` hands the model's own optax transformation the tree it was written for;
 - the other layout roots are attributes of the same name: `state` (leaves `Buffer`, an
-  `nnx.BatchStat`: running statistics, EMA copies), `consts` and any other non-trained root
-  (leaves `Const`: not trained; written only by what a model's functions return);
+  `nnx.BatchStat`: running statistics, EMA copies; or, where the model's `JaxFace.kinds`
+  names the leaf, its subclasses `Trace` (plastic state) and `Diagnostic` (histories,
+  counters)), `consts` and any other non-trained root (leaves `Const`: not trained; written
+  only by what a model's functions return);
 - the carry rows of the layout live under `carry` (leaves `Carry`, an `nnx.Cache`), created by
   `init_carry(batch_size)` (as `init_cache` is in Flax attention) and written by every call.
 
@@ -52,6 +54,16 @@ class Buffer(nnx.BatchStat):
     power-iteration vectors); an `nnx.BatchStat`, so the usual filters find it."""
 
 
+class Trace(Buffer):
+    """Plastic state a call rewrites (e.g. Hebbian fast/slow traces): a `Buffer`, never
+    trained by gradient; `nnx.state(m, Trace)` selects it alone."""
+
+
+class Diagnostic(Buffer):
+    """Bookkeeping a call writes and no output reads back into the math beyond ring slots
+    (histories, step counters): a `Buffer`; `nnx.state(m, Diagnostic)` selects it alone."""
+
+
 class Carry(nnx.Cache):
     """A carried per-run tensor (a layout carry row, batch first), written by every call."""
 
@@ -59,6 +71,8 @@ class Carry(nnx.Cache):
 ROOT_TYPES: dict[str, type[nnx.Variable]] = {"params": nnx.Param, "consts": Const,
                                              "state": Buffer}
 CARRY = "carry"
+KINDS: dict[str, type[nnx.Variable]] = {"buffer": Buffer, "trace": Trace,
+                                        "diagnostic": Diagnostic}
 
 
 def variable_type(root: str) -> type[nnx.Variable]:
@@ -76,8 +90,14 @@ def values(tree: Any) -> Any:
     return jax.tree.map(lambda v: v.get_value(), tree, is_leaf=_is_var)
 
 
-def _wrap(kind: type[nnx.Variable], tree: Any) -> Any:
-    wrapped = jax.tree.map(kind, tree)
+def _wrap(kind: type[nnx.Variable], tree: Any, kinds: Mapping[str, str] | None = None
+          ) -> Any:
+    """Leaves -> `kind` variables, or KINDS[kinds[leaf name]] where `kinds` names the leaf."""
+    def var(path: tuple, x: Any) -> nnx.Variable:
+        leaf = getattr(path[-1], "key", None) if path else None
+        return KINDS[kinds[leaf]](x) if kinds and leaf in kinds else kind(x)
+
+    wrapped = jax.tree_util.tree_map_with_path(var, tree)
     return wrapped if isinstance(wrapped, nnx.Variable) else nnx.data(wrapped)
 
 
@@ -115,8 +135,13 @@ class TwinModule(nnx.Module):
                                  "with an attribute of the NNX module")
         for k in self.param_keys:
             setattr(self, k, _wrap(nnx.Param, tree["params"][k]))
+        kinds = face_of(name, cfg).kinds if spec.jax_face is not None else {}
+        bad = sorted(set(kinds.values()) - set(KINDS))
+        if bad:
+            raise TwinframeError(f"{name}: jax_face kind '{bad[0]}' is not one of "
+                                 f"{', '.join(KINDS)}")
         for root in self.frozen_roots:
-            setattr(self, root, _wrap(variable_type(root), tree[root]))
+            setattr(self, root, _wrap(variable_type(root), tree[root], kinds))
         self.carry = nnx.data({})
         if batch_size is not None:
             self.init_carry(batch_size)

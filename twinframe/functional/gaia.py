@@ -215,6 +215,7 @@ class LearnOut(NamedTuple):
     policy_updated: jax.Array
     policy_loss: jax.Array
     wm_grad_norm: jax.Array
+    objective: jax.Array  # wm_loss + the ungated policy loss (`agent_loss`)
 
 
 def wm_loss_fn(wm_params: Tree, wm_state: Tree, s: jax.Array, a: jax.Array, s_next: jax.Array,
@@ -233,33 +234,53 @@ def improvement(s: jax.Array, s_next: jax.Array, g: jax.Array) -> jax.Array:
     return jnp.mean(jnp.square(s - g)) - jnp.mean(jnp.square(s_next - g))
 
 
-def grads(params: Tree, state: Tree, consts: Tree, s: jax.Array, a: jax.Array,
-          s_next: jax.Array, cfg: GaiaConfig) -> tuple[Tree, Tree, Tree]:
-    """Both losses' gradients from one state: ({"wm", "am"} grads, new state, aux dict)."""
-    (loss, (preds, wm_state)), g_wm = jax.value_and_grad(wm_loss_fn, has_aux=True)(
-        params["wm"], state["wm"], s, a, s_next, cfg)
+def agent_loss(params: Tree, state: Tree, consts: Tree, s: jax.Array, a: jax.Array,
+               s_next: jax.Array, cfg: GaiaConfig) -> tuple[jax.Array, tuple[Tree, Tree]]:
+    """wm_loss + policy_loss as one objective over all params: the two losses read disjoint
+    parameter groups (wm, am), so its gradient is each group's own (`grads`). -> (total,
+    (aux {wm_loss, policy_loss, improvement, preds}, new state)). The policy term is not gated
+    here (see `learn`)."""
+    wm_loss, (preds, wm_state) = wm_loss_fn(params["wm"], state["wm"], s, a, s_next, cfg)
     imp = improvement(s, s_next, consts["preferred_state"])
     w = jax.nn.sigmoid(F32(cfg.weight_scale) * imp)
-    pol, g_am = jax.value_and_grad(policy_loss_fn)(params["am"], s, a, w, cfg.action_dim)
-    aux = {"wm_loss": loss, "preds": preds, "improvement": imp, "policy_loss": pol}
-    return {"wm": g_wm, "am": g_am}, {**state, "wm": wm_state}, aux
+    pol = policy_loss_fn(params["am"], s, a, w, cfg.action_dim)
+    aux = {"wm_loss": wm_loss, "policy_loss": pol, "improvement": imp, "preds": preds}
+    return wm_loss + pol, (aux, {**state, "wm": wm_state})
+
+
+def grads(params: Tree, state: Tree, consts: Tree, s: jax.Array, a: jax.Array,
+          s_next: jax.Array, cfg: GaiaConfig) -> tuple[Tree, Tree, Tree]:
+    """Both losses' gradients from one state (the gradient of `agent_loss`): ({"wm", "am"}
+    grads, new state, aux dict with the `agent_loss` value as 'objective')."""
+    (total, (aux, new_state)), g = jax.value_and_grad(agent_loss, has_aux=True)(
+        params, state, consts, s, a, s_next, cfg)
+    return g, new_state, {**aux, "objective": total}
 
 
 def learn(params: Tree, state: Tree, consts: Tree, opt_state: Tree, s: jax.Array, a: jax.Array,
           s_next: jax.Array, cfg: GaiaConfig, tx: optax.GradientTransformation
           ) -> tuple[Tree, Tree, Tree, LearnOut]:
     """§1.7 learn: wm MSE step (clip + AdamW) and the gated policy step; the am params and the
-    am optimizer state keep their old values where I <= 0."""
+    am optimizer state keep their old values where I <= 0.
+
+    The gate is a `lax.cond` between the whole step and the step with the old am parts (not a
+    select after the step): a select consuming the new optimizer state made XLA's CPU backend
+    fuse (and contract to FMAs) the step's arithmetic differently, moving it by an ulp; in a
+    branch the step rounds as in any program applying it ungated (a Flax NNX optimizer)."""
     g, new_state, aux = grads(params, state, consts, s, a, s_next, cfg)
-    updates, new_opt = tx.update(g, opt_state, params)
-    new_params = optax.apply_updates(params, updates)
+
+    def step(keep_am: bool) -> tuple[Tree, Tree]:
+        updates, new_opt = tx.update(g, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        if keep_am:
+            return {**new_params, "am": params["am"]}, {**new_opt, "am": opt_state["am"]}
+        return new_params, new_opt
+
     gate = aux["improvement"] > 0
-    keep = functools.partial(jax.tree_util.tree_map, lambda n, o: jnp.where(gate, n, o))
-    new_params = {**new_params, "am": keep(new_params["am"], params["am"])}
-    new_opt = {**new_opt, "am": keep(new_opt["am"], opt_state["am"])}
+    new_params, new_opt = lax.cond(gate, lambda: step(False), lambda: step(True))
     out = LearnOut(aux["wm_loss"], jnp.std(aux["preds"], ddof=1), aux["improvement"], gate,
                    jnp.where(gate, aux["policy_loss"], F32(0.0)),
-                   optax.global_norm(g["wm"]))
+                   optax.global_norm(g["wm"]), aux["objective"])
     return new_params, new_state, new_opt, out
 
 
@@ -338,9 +359,23 @@ def make_optimizer(run: GaiaRun) -> optax.GradientTransformation:
         for k, tx in parts.items():
             out[k], new[k] = tx.update(updates[k], state[k], None if params is None
                                        else params[k])
-        return out, new
+        return _same_structure(updates, out), new
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _same_structure(template: Tree, groups: Tree) -> Tree:
+    """`groups`' leaves in `template`'s pytree structure (leaf by key path): the updates come
+    back in the container the gradients came in (a dict, or e.g. a Flax `nnx.State`)."""
+    flat, treedef = jax.tree_util.tree_flatten_with_path(template)
+
+    def at(path):
+        node = groups
+        for k in path:
+            node = node[k.key if hasattr(k, "key") else k.idx]
+        return node
+
+    return jax.tree_util.tree_unflatten(treedef, [at(p) for p, _ in flat])
 
 
 def adam_state(opt_state: Tree, group: str) -> optax.ScaleByAdamState:
@@ -438,20 +473,29 @@ class ActOut(NamedTuple):
     efe: jax.Array
 
 
+def act_episode(params: Tree, state: Tree, consts: Tree, s0: jax.Array, noise: StepNoise,
+                cfg: GaiaConfig, sigma: float | jax.Array = 0.01) -> tuple[Tree, ActOut]:
+    """An episode without learning: lax.scan of select_action -> LeakyReach step over the
+    leading T axis of `noise` -> (final state, ActOut with a leading T axis)."""
+
+    def body(carry, n):
+        st, s = carry
+        sel, st = select_action(params, st, consts, s, n[0], n[1], cfg)
+        s_next = env_step(s, sel.action, n[2], F32(sigma))
+        return (st, s_next), ActOut(sel.idx, sel.action[0], s_next[0],
+                                    -jnp.mean(jnp.square(s_next)), sel.efe[sel.idx])
+
+    (state, _), out = lax.scan(body, (state, s0), tuple(noise))
+    return state, out
+
+
 @functools.lru_cache(maxsize=16)
 def jit_act(cfg: GaiaConfig, sigma: float = 0.01) -> Callable:
-    """jit of an episode without learning: lax.scan of select_action -> LeakyReach step;
+    """jit of `act_episode` returning the outputs only:
     act(params, state, consts, s0, noise) -> ActOut with a leading T axis."""
 
     def act(params, state, consts, s0, noise):
-        def body(carry, n):
-            st, s = carry
-            sel, st = select_action(params, st, consts, s, n[0], n[1], cfg)
-            s_next = env_step(s, sel.action, n[2], F32(sigma))
-            return (st, s_next), ActOut(sel.idx, sel.action[0], s_next[0],
-                                        -jnp.mean(jnp.square(s_next)), sel.efe[sel.idx])
-
-        return lax.scan(body, (state, s0), tuple(noise))[1]
+        return act_episode(params, state, consts, s0, noise, cfg, sigma)[1]
 
     return jax.jit(act)
 
