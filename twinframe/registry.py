@@ -272,6 +272,7 @@ def _gaia() -> ModelSpec:
                   ProgressField("steps_per_s", "step/s", ".1f")),
         refused=(Refusal(run={"noise": "torch"}), Refusal(run={"noise": "native"})),
         infer=tr_gaia.infer, evaluate=tr_gaia.evaluate, jax_face=_gaia_face,
+        layout_size=gaia.layout_size,
     )
 
 

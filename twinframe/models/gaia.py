@@ -216,6 +216,14 @@ def layout(cfg: GaiaConfig) -> Layout:
     return Layout(Table(tuple(rows)), step_groups=("wm", "am"))
 
 
+def layout_size(cfg: GaiaConfig) -> int:
+    """Rows of `layout(cfg)`, without building it (bounds configs read from files): g, then per
+    member two plastic layers (weight, traces; histories and counter with track_metrics) and
+    l3/ln1/ln2 (2 rows each), then the action model's rows."""
+    plastic = 1 + len(PLASTIC_BUFFERS) + (len(HISTORY_BUFFERS) + 1) * cfg.track_metrics
+    return 1 + cfg.n_ensemble * (2 * plastic + 6) + len(AM_ROWS)
+
+
 # ----------------------------------------------------------------------------------------------
 # Canonical init
 
