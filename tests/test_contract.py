@@ -60,6 +60,17 @@ def test_layout_is_torch_keys_and_jax_paths(name):
 
 
 @pytest.mark.parametrize("name", MODELS)
+def test_layout_size_counts_the_layout_rows(name):
+    """`ModelSpec.layout_size` (bounds configs read from files before a layout is built) is
+    the row count of the layout, for every preset."""
+    spec = registry.get(name)
+    if spec.layout_size is None:
+        pytest.skip(f"{name}: no layout_size (file configs bounded field by field)")
+    for preset, p in spec.presets.items():
+        assert spec.layout_size(p.model) == len(spec.layout(p.model).table.rows), preset
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_file_roundtrip_is_bit_exact(name, tmp_path):
     spec, cfg, run = _setup(name)
     comps = checks.roundtrip(spec, cfg, run.seed, tmp_path)

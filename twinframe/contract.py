@@ -139,6 +139,18 @@ class Refusal:
     run: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass(frozen=True)
+class ReferenceForm:
+    """How a model's public reference code saves its weights where that differs from the
+    torch_ref state_dict (keys torch_ref adds for round trips): `fill(state)` -> the missing
+    keys' values, derived from a bare file's keys and shapes (shape-only placeholders work),
+    {} unless the file is in the reference form; `saves(key)`: whether the reference code
+    saves that torch_ref key (a file written in the reference layout holds only those)."""
+
+    fill: Callable[[Mapping[str, np.ndarray]], StateDict]
+    saves: Callable[[str], bool]
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class JaxFace:
     """A model's pure JAX entry points in one calling convention, for adapters that wrap every
@@ -209,6 +221,7 @@ class ModelSpec(Generic[C, R]):
     # the layout; bounds configs read from files before any layout is built (`parity.files`)
     layout_size: Callable[[C], int] | None = None
     jax_face: Callable[[C], JaxFace] | None = None  # optional: NNX modules (`twinframe.flax`)
+    reference: ReferenceForm | None = None  # optional: the reference code's own file form
 
     def preset(self, name: str) -> Preset[C, R]:
         try:

@@ -248,6 +248,7 @@ def _gaia_face(cfg: Any) -> JaxFace:
 
 
 def _gaia() -> ModelSpec:
+    from twinframe.contract import ReferenceForm
     from twinframe.functional import gaia as f_gaia
     from twinframe.models import gaia
     from twinframe.parity import gaia as p_gaia
@@ -272,6 +273,8 @@ def _gaia() -> ModelSpec:
                   ProgressField("steps_per_s", "step/s", ".1f")),
         refused=(Refusal(run={"noise": "torch"}), Refusal(run={"noise": "native"})),
         infer=tr_gaia.infer, evaluate=tr_gaia.evaluate, jax_face=_gaia_face,
+        layout_size=gaia.layout_size,
+        reference=ReferenceForm(gaia.reference_fill, gaia.reference_saves),
     )
 
 

@@ -216,6 +216,14 @@ def layout(cfg: GaiaConfig) -> Layout:
     return Layout(Table(tuple(rows)), step_groups=("wm", "am"))
 
 
+def layout_size(cfg: GaiaConfig) -> int:
+    """Rows of `layout(cfg)`, without building it (bounds configs read from files): g, then per
+    member two plastic layers (weight, traces; histories and counter with track_metrics) and
+    l3/ln1/ln2 (2 rows each), then the action model's rows."""
+    plastic = 1 + len(PLASTIC_BUFFERS) + (len(HISTORY_BUFFERS) + 1) * cfg.track_metrics
+    return 1 + cfg.n_ensemble * (2 * plastic + 6) + len(AM_ROWS)
+
+
 # ----------------------------------------------------------------------------------------------
 # Canonical init
 
@@ -277,6 +285,28 @@ def recognise(state: Mapping[str, np.ndarray]) -> GaiaConfig | None:
         if torch_shapes(cand) == want:
             return cand
     return implied if torch_shapes(implied) == want else None
+
+
+def reference_saves(key: str) -> bool:
+    """Whether the reference code's state_dicts hold this agent key: not the step counters
+    (Python attributes there) nor g (an attribute, zeros) (§1.11)."""
+    return not key.endswith(".step_counter") and key != "preferred_state"
+
+
+def reference_fill(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The agent keys a reference v3.1 file lacks, filled as §1.11 loads it: counters 0 (int64,
+    one per plastic layer with histories), g = zeros (1, S) (the reference's value). The
+    reference agent is no nn.Module: its users save `{'wm': agent.wm.state_dict(), 'am':
+    agent.am.state_dict()}` (or those keys prefixed `wm.`/`am.` in one dict). {} unless `state`
+    has the agent's keys and none of the keys the reference does not save."""
+    if "wm.models.0.l1.weight" not in state or "am.net.2.weight" not in state or \
+            not all(reference_saves(k) for k in state):
+        return {}
+    fill = {k.rsplit(".", 1)[0] + ".step_counter": np.zeros((), np.int64)
+            for k in state if k.endswith(".update_magnitude_history")}
+    S = int(np.shape(state.get("wm.models.0.l3.weight", np.zeros((1, 1))))[0])
+    fill["preferred_state"] = np.zeros((1, S), np.float32)
+    return fill
 
 
 # ----------------------------------------------------------------------------------------------

@@ -341,6 +341,29 @@ class Source:
     dtypes: dict[str, str]                 # torch dtype of every key (what to write back)
     layout: str                            # 'twinframe' | 'reference'
     opt_tree: dict[str, Any] | None = None  # JAX optimizer subtree (from a JAX checkpoint)
+    filled: tuple[str, ...] = ()           # keys the reference code does not save, filled
+    nested: bool = False                   # the reference .pt held one state_dict per module
+
+
+def reference_fill(p: readers.Probe, model: str | None = None) -> StateDict:
+    """The keys a bare torch file lacks because the model's reference code does not save them
+    (`ModelSpec.reference`), filled as the spec loads such files; {} for any other file."""
+    if p.kind != "torch" or p.layout != "reference":
+        return {}
+    reg = _registry()
+    names = [model] if model in reg.MODELS else list(reg.MODELS)
+    shapes = p.placeholders()
+    for name in names:
+        form = reg.get(name).reference
+        fill = form.fill(shapes) if form is not None else {}
+        if fill:
+            return {k: x for k, x in fill.items() if k not in shapes}
+    return {}
+
+
+def _meta_keys(meta: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    x = meta.get(key)
+    return tuple(x) if isinstance(x, list) and all(isinstance(k, str) for k in x) else ()
 
 
 def read_source(src: Path, model: str | None, config: str | None, allow_nonfinite: bool
@@ -349,11 +372,14 @@ def read_source(src: Path, model: str | None, config: str | None, allow_nonfinit
     model_index = {k: x for k, x in p.index.items()
                    if not (p.kind == "jax" and "optimizer" in p.meta and
                            k.split("/")[0] == OPT_ROOT)}
+    fill = reference_fill(p, model)
+    model_index.update({k: (x.dtype.name, tuple(x.shape)) for k, x in fill.items()})
     ident = identify(p, model, config, model_index)
     table = ident.spec.layout(ident.cfg).table
+    filled, nested = tuple(fill), p.nested
     if p.kind == "torch":
         check_index(src, model_index, _torch_want(table), "key")
-        state = p.load()
+        state = {**p.load(), **fill}
         v.check_finite(state, src, allow_nonfinite)
         dtypes = {k: state[k].dtype.name for k in state}
         layout = p.layout
@@ -378,12 +404,14 @@ def read_source(src: Path, model: str | None, config: str | None, allow_nonfinit
                 leaf if leaf in FLOAT_DTYPES else state[k].dtype.name)
         layout = p.meta.get("source_layout", "twinframe")
         layout = layout if layout in LAYOUTS else "twinframe"
+        filled = tuple(k for k in _meta_keys(p.meta, "reference_filled") if k in state)
+        nested = p.meta.get("source_nested") is True
         opt_tree = None
         if "optimizer" in p.meta:
             opt_flat = {tuple(k.split("/")[1:]): x for k, x in flat.items()
                         if k.split("/")[0] == OPT_ROOT}
             opt_tree = unflatten_tree(opt_flat) if opt_flat else None
-    return Source(p, ident, state, dtypes, layout, opt_tree)
+    return Source(p, ident, state, dtypes, layout, opt_tree, filled, nested)
 
 
 def read_any(path: Path) -> tuple[str, Any, dict]:
@@ -448,11 +476,16 @@ def convert_file(
     summary: dict[str, Any] = {
         "model": spec.name, "from": s.probe.kind, "to": out_kind, "tensors": len(s.state),
         "config": s.ident.preset or "custom", "how": s.ident.how, "optimizer": None}
+    if s.filled:
+        summary["filled"] = list(s.filled)
     if out_kind == "torch":
         out_layout = layout or s.layout
         dtypes = {k: (dtype if dtype is not None and s.dtypes[k] in FLOAT_DTYPES else
                       s.dtypes[k]) for k in s.state}
         state = table.tree_to_torch(tree)
+        drop = _reference_drops(spec, s, out_layout, state)
+        state = {k: x for k, x in state.items() if k not in drop}
+        dtypes = {k: d for k, d in dtypes.items() if k not in drop}
         opt_sd = None
         if optimizer is not None:
             info = s.probe.meta.get("optimizer")
@@ -467,7 +500,7 @@ def convert_file(
                              "optimizer") from None
         existed = os.path.lexists(dst)
         io.write_torch(dst, state, spec.name, cfg.to_dict(), dtype=dtypes, layout=out_layout,
-                       replace=replace)
+                       replace=replace, nested=s.nested and out_layout == "reference")
         if opt_sd is not None:
             import torch
 
@@ -488,6 +521,10 @@ def convert_file(
             raise CheckpointError("--layout applies to torch outputs (.safetensors/.pt/.pth)")
         extra = {"source_layout": s.layout, "torch_dtypes": s.dtypes,
                  "source_format": s.probe.format}
+        if s.filled:
+            extra["reference_filled"] = list(s.filled)
+        if s.nested:
+            extra["source_nested"] = True
         if optimizer is not None:
             opt, info = torch_optim.read(optimizer, lay, allow_nonfinite)
             tree = {**tree, OPT_ROOT: torch_optim.to_jax(opt, lay)}
@@ -501,6 +538,24 @@ def convert_file(
         summary["dtype"] = _dtype_summary(s.dtypes)
     log.info("converted %s (%s) -> %s", src, s.probe.kind, dst)
     return summary
+
+
+def _reference_drops(spec: ModelSpec, s: Source, out_layout: str, state: StateDict
+                     ) -> set[str]:
+    """Keys a reference-layout output leaves out: those filled on reading it, or (asked for
+    the reference layout of a twinframe file) every key the reference code does not save.
+    Values that are not zero (what the reference starts from) are lost: logged."""
+    if out_layout != "reference" or spec.reference is None:
+        return set()
+    if s.layout == "reference":
+        drop = set(s.filled)
+    else:
+        drop = {k for k in state if not spec.reference.saves(k)}
+    lost = sorted(k for k in drop if np.any(np.asarray(state[k]) != 0))
+    if lost:
+        log.warning("the reference layout does not save %d keys; non-zero values of %s "
+                    "are left out", len(drop), ", ".join(lost[:3]) + (" ..." * (len(lost) > 3)))
+    return drop
 
 
 def _dtype_summary(dtypes: Mapping[str, str]) -> str:
@@ -531,6 +586,10 @@ def inspect_file(path: str | Path) -> dict[str, Any]:
     model_index = {k: x for k, x in p.index.items()
                    if not (p.kind == "jax" and "optimizer" in p.meta and
                            k.split("/")[0] == OPT_ROOT)}
+    fill = reference_fill(p)
+    model_index.update({k: (x.dtype.name, tuple(x.shape)) for k, x in fill.items()})
+    if fill:
+        out["filled"] = sorted(fill)
     try:
         ident = identify(p, index=model_index)
         out["model"], out["config"] = ident.spec.name, ident.cfg.to_dict()

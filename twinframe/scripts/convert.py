@@ -48,6 +48,10 @@ def main(args: argparse.Namespace) -> int:
           f"{s['layout']} layout{extra}")
     if s.get("optimizer_skipped"):
         print("note: the source holds optimizer state; pass --optimizer FILE to write it")
+    if s.get("filled"):
+        print(f"note: {len(s['filled'])} keys the reference code does not save were filled "
+              f"with their initial values ({', '.join(s['filled'][:2])}, ...); the reference "
+              "layout leaves them out again")
     return 0
 
 

@@ -280,12 +280,14 @@ def write_torch(
     *,
     layout: str = "twinframe",
     replace: bool = True,
+    nested: bool = False,
 ) -> None:
     """Write a torch-layout state atomically (.safetensors, or .pt with extras).
 
     `dtype`: one float dtype for every float tensor, a {key: dtype} map, or None (each array
     keeps its own float dtype). `layout="reference"`: the tensors alone (a safetensors file
-    without metadata, a bare `.pt` state_dict), as the models' public code saves them."""
+    without metadata, a bare `.pt` state_dict), as the models' public code saves them; with
+    `nested`, a `.pt` holds one state_dict per first name component (`{'wm': {...}, ...}`)."""
     path = Path(path)
 
     def cast(k: str, x: np.ndarray) -> Any:
@@ -307,6 +309,14 @@ def write_torch(
 
     if layout == "reference":
         obj: dict[str, Any] = tensors
+        if nested:
+            obj = {}
+            for k, t in tensors.items():
+                head, _, rest = k.partition(".")
+                if rest:
+                    obj.setdefault(head, {})[rest] = t
+                else:
+                    obj[head] = t
     else:
         obj = {"model": tensors, "format": f"twinframe/{model}/1", "model_name": model,
                "config": json.dumps(config, sort_keys=True)}

@@ -50,7 +50,9 @@ class Probe:
     (JAX formats). `meta`: twinframe metadata ({} if none): `model`, `config` (a dict), and
     whatever else the writer recorded. `layout`: 'twinframe' (written by twinframe or wrapped
     in its dict) or 'reference' (a bare state_dict / safetensors without twinframe metadata).
-    `extras`: for `.pt` train states, everything besides the model (optimizer, host, ...)."""
+    `extras`: for `.pt` train states, everything besides the model (optimizer, host, ...).
+    `nested`: a bare `.pt` holding one state_dict per module (`{'wm': ..., 'am': ...}`), whose
+    keys `index` names `<module>.<key>`."""
 
     path: Path
     format: str
@@ -59,6 +61,7 @@ class Probe:
     layout: str
     extras: dict[str, Any] = dataclasses.field(default_factory=dict)
     loader: Callable[[list[str] | None], dict[str, np.ndarray]] | None = None
+    nested: bool = False  # a bare .pt dict of state_dicts, flattened to `<module>.<key>` names
 
     @property
     def kind(self) -> str:
@@ -291,6 +294,7 @@ def probe_torch(path: Path) -> Probe:
         raise v.fail(path, "holds an empty dict (no tensors)")
     extras: dict[str, Any] = {}
     meta: dict[str, Any] = {}
+    nested = False
     if isinstance(obj.get("model"), Mapping):
         extras = {k: x for k, x in obj.items() if k != "model"}
         state = _state_of(obj["model"], path)
@@ -321,14 +325,35 @@ def probe_torch(path: Path) -> Probe:
         raise v.fail(path, "is a torch optimizer state_dict, not model weights (convert it "
                      "with --optimizer next to its model file)")
     else:
-        state = _state_of(obj, path)
+        state, nested = _modules_state(_state_of(obj, path), path)
         layout = "reference"
     index = {k: _tensor_meta(t, path, k) for k, t in state.items()}
 
     def load(keys: list[str] | None) -> dict[str, np.ndarray]:
         return {k: tensor_to_numpy(state[k], path, k) for k in (keys or list(state))}
 
-    return Probe(path, "torch", index, meta, layout, extras, load)
+    return Probe(path, "torch", index, meta, layout, extras, load, nested)
+
+
+def _modules_state(obj: dict[str, Any], path: Path) -> tuple[dict[str, Any], bool]:
+    """A bare state_dict, or a dict of state_dicts ({'wm': wm.state_dict(), 'am': ...}: what
+    code whose model is several modules saves) flattened to one with `<name>.` prefixes, as a
+    parent module's state_dict would name them. -> (state, whether it was nested)."""
+    if not any(isinstance(x, Mapping) for x in obj.values()):
+        return obj, False
+    out: dict[str, Any] = {}
+    for k, x in obj.items():
+        if not isinstance(x, Mapping):
+            out[k] = x
+            continue
+        if "state" in x and "param_groups" in x:
+            raise v.fail(path, "is a torch optimizer state_dict beside the weights (convert "
+                         "the weights alone; optimizer files convert with --optimizer)", k)
+        for k2, t in _state_of(x, path, f"{k} key").items():
+            out[f"{k}.{k2}"] = t
+    if len(out) < sum(len(x) if isinstance(x, Mapping) else 1 for x in obj.values()):
+        raise v.fail(path, "its state_dicts' names collide once prefixed with their module")
+    return out, True
 
 
 # ----------------------------------------------------------------------------------------------
