@@ -18,10 +18,10 @@ import numpy as np
 
 from twinframe.contract import StepResult
 from twinframe.functional import sharding
-from twinframe.models.hrm import HRMConfig, HRMRun
+from twinframe.models.hrm import HRMConfig, HRMRun, train_step_flops
 from twinframe.tasks import sudoku
 from twinframe.training import guard
-from twinframe.training.engine import JaxEngine, TorchEngine
+from twinframe.training.engine import BenchStep, JaxEngine, TorchEngine
 
 if TYPE_CHECKING:
     from twinframe.contract import ModelSpec
@@ -138,6 +138,12 @@ def log_record(host: HRMHost, m: dict[str, float], halted: np.ndarray, dt: float
 NOISE_KEYS = ("explore_u", "min_halt_draw")
 
 
+def host_noise(host: HRMHost) -> dict[str, np.ndarray]:
+    """Exploration noise of step 1 of host's run (what `bench_step` feeds every step)."""
+    return sudoku.exploration_noise(host.run.seed, 1, host.run.batch_size,
+                                    host.cfg.halt_max_steps)
+
+
 def check_step_inputs(cfg: HRMConfig, run: HRMRun, host: HRMHost, noise: dict) -> None:
     """The host arrays of one step, before either framework sees them (`guard.BadInput`)."""
     B, S, M, V = run.batch_size, cfg.seq_len, cfg.halt_max_steps, cfg.vocab_size
@@ -191,6 +197,22 @@ class HRMTorchEngine(TorchEngine):
         else:
             metrics[guard.NONFINITE_KEY] = self._nonfinite(metrics)
         return metrics, out.halted.cpu().numpy().copy()
+
+    def bench_step(self, host: HRMHost) -> BenchStep:
+        """`twinframe bench`: one step (forward, target forward, backward, optimizer update) on
+        host's current batch and step-1 noise, copied to the device once; no metric fetch."""
+        noise = {k: self.dev(v) for k, v in host_noise(host).items()}
+        batch = (self.dev(host.segments), self.dev(host.inputs), self.dev(host.targets))
+
+        def run() -> None:
+            carry = self.t_hrm.HRMCarry(self.z_H, self.z_L, *batch)
+            self.opt.zero_grad(set_to_none=True)
+            out = self.t_hrm.act_loss(self.model, carry, noise)
+            out.loss.backward()
+            self.opt.step()
+            self.z_H, self.z_L = out.carry.z_H, out.carry.z_L
+
+        return BenchStep(run, train_step_flops(self.cfg, self.run.batch_size))
 
     def _nonfinite(self, metrics: dict[str, float]) -> str:
         from twinframe.store.io import to_numpy
@@ -299,6 +321,27 @@ class HRMJaxEngine(JaxEngine):
         m: dict[str, Any] = {k: float(v) for k, v in metrics.items()}
         m[guard.NONFINITE_KEY] = None if ok else self._nonfinite(m, host, noise)
         return m, np.asarray(halted)
+
+    def bench_step(self, host: HRMHost) -> BenchStep:
+        """`twinframe bench`: the engine's compiled step on host's current batch and step-1
+        noise, placed on the device once; no metric fetch (returns the metrics to sync on)."""
+        jnp = self.jnp
+        seg, inp, tgt, noise = sharding.shard_batch(
+            (jnp.asarray(host.segments), jnp.asarray(host.inputs), jnp.asarray(host.targets),
+             {k: jnp.asarray(v) for k, v in host_noise(host).items()}), self.mesh)
+
+        def args() -> tuple:  # the carry is donated: fresh copies of its small int arrays
+            carry = self.f_hrm.HRMCarry(self.z_H, self.z_L, *(jnp.copy(x) for x in (seg, inp,
+                                                                                   tgt)))
+            return self.params, self.opt_state, self.consts, carry, noise
+
+        def run() -> Any:
+            self.params, self.opt_state, out, ok = self._step(*args())
+            self.z_H, self.z_L = out.carry.z_H, out.carry.z_L
+            return out.metrics, ok
+
+        return BenchStep(run, train_step_flops(self.cfg, self.run.batch_size),
+                         lambda: self._step.lower(*args()))
 
     def _nonfinite(self, metrics: dict[str, float], host: HRMHost, noise: dict) -> str:
         """Only after a failed step: its gradients recomputed from the kept state (params +
