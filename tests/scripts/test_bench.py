@@ -19,7 +19,7 @@ def test_bench_result_and_table():
     assert {("torch eager", "step"), ("torch eager", "e2e"), ("jax jit", "step"),
             ("jax jit", "e2e"), ("torch", "matmul"), ("jax", "matmul")} <= kinds
     assert all(len(v["round_s_per_call"]) == 1 for v in r["variants"])
-    assert r["flops"]["analytic_per_step"] > 0 and r["flops"]["xla_flops"] > 0
+    assert 0.8 < r["flops"]["xla_over_analytic"] < 1.5  # XLA counted the unrolled loops
     assert set(r["host_share"]) == {"torch eager", "jax jit"}
     assert r["notes"]["torch.compile"].startswith("not run")
     assert r["environment"]["versions"]["jax"] and r["jax_compile_s"] > 0

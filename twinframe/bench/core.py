@@ -67,7 +67,7 @@ def bench(spec: Any, opts: BenchOptions) -> dict[str, Any]:
             variants += mv.jax_jit()
         if opts.matmul:
             on_gpu = environment["jax_backend"] != "cpu"
-            mms = matmul.variants(on_gpu, n=opts.matmul_n)
+            mms = matmul.variants(on_gpu, size=opts.matmul_n)
             for v in mms:
                 warm_up(v, 1)
             variants += mms

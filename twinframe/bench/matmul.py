@@ -13,7 +13,7 @@ def sizes(on_gpu: bool, n: int | None = None) -> list[tuple[int, str]]:
     return [(4096, "bfloat16"), (8192, "bfloat16")] if on_gpu else [(4096, "float32")]
 
 
-def variants(on_gpu: bool, calls: int | None = None, n: int | None = None) -> list[Variant]:
+def variants(on_gpu: bool, calls: int | None = None, size: int | None = None) -> list[Variant]:
     """torch and JAX n^3 matmuls (random operands made once, on the device)."""
     import jax
     import jax.numpy as jnp
@@ -22,7 +22,7 @@ def variants(on_gpu: bool, calls: int | None = None, n: int | None = None) -> li
 
     out = []
     dev = env.torch_device()
-    for n, dtype in sizes(on_gpu, n):
+    for n, dtype in sizes(on_gpu, size):
         rng = np.random.default_rng(n)
         a32 = rng.standard_normal((n, n), np.float32)
         b32 = rng.standard_normal((n, n), np.float32)
