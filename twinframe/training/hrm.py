@@ -20,6 +20,7 @@ from twinframe.contract import StepResult
 from twinframe.functional import sharding
 from twinframe.models.hrm import HRMConfig, HRMRun, train_step_flops
 from twinframe.tasks import sudoku
+from twinframe.tasks.prefetch import PuzzlePrefetch
 from twinframe.training import guard
 from twinframe.training.engine import BenchStep, JaxEngine, TorchEngine
 
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
 
 
 class HRMHost:
-    """Slots, Sudoku stream and curriculum of one run (framework-neutral)."""
+    """Slots, Sudoku stream and curriculum of one run (framework-neutral). Puzzles come from
+    `PuzzlePrefetch`: generated ahead in worker processes, the same as generated inline."""
 
     def __init__(self, cfg: HRMConfig, run: HRMRun) -> None:
         B, S = run.batch_size, cfg.seq_len
@@ -36,17 +38,20 @@ class HRMHost:
         self.t = 0
         self.stream = sudoku.SudokuStream(run.seed)
         self.curriculum = sudoku.Curriculum()
+        self.prefetch = PuzzlePrefetch(run.seed, B)
         self.inputs = np.zeros((B, S), np.int32)
         self.targets = np.zeros((B, S), np.int32)
         self.segments = np.zeros(B, np.int32)
         self.slot_ids = np.zeros((B, 2), np.int64)  # (d_index, j) per slot
+        self.prefetch.plan(self.curriculum.stage, self.stream.counters)
         for b in range(B):
             self.replace(b)
+        self.prefetch.plan(self.curriculum.stage, self.stream.counters)
 
     def replace(self, b: int) -> None:
         """hrm.md §6.1 replacement of slot b (the engine resets its z carry separately)."""
-        d, j, puzzle, solution = self.stream.next_puzzle(self.curriculum.stage)
-        self.inputs[b], self.targets[b] = puzzle, solution
+        d, j = self.stream.next_id(self.curriculum.stage)
+        self.inputs[b], self.targets[b] = self.prefetch.get(d, j)
         self.segments[b] = 0
         self.slot_ids[b] = (d, j)
         self.curriculum.total_puzzles += 1
@@ -64,6 +69,7 @@ class HRMHost:
         for b in np.flatnonzero(halted):
             self.replace(int(b))
         self.curriculum.end_step(cell_acc)
+        self.prefetch.plan(self.curriculum.stage, self.stream.counters)  # next step's, ahead
 
     def step(self, engines: Sequence[HRMTorchEngine | HRMJaxEngine]) -> StepResult:
         """hrm.md §6.1 items 1-5 on every engine; engines[0]'s halted mask replaces slots for
@@ -103,9 +109,11 @@ class HRMHost:
         self.targets = np.asarray(s["targets"], np.int32)
         self.segments = np.asarray(s["segments"], np.int32)
         self.slot_ids = np.asarray(s["slot_ids"], np.int64)
+        self.prefetch.plan(self.curriculum.stage, self.stream.counters)
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Drop the puzzles queued ahead (the worker pool is shared and stays)."""
+        self.prefetch.close()
 
 
 def log_record(host: HRMHost, m: dict[str, float], halted: np.ndarray, dt: float,
@@ -250,7 +258,9 @@ def _jax_functions(spec: ModelSpec, cfg: HRMConfig, run: HRMRun):
 
     The guarded step is `spec.make_train_step` plus a finite flag (loss and gradient norm),
     computed on the device and fetched with the metrics (no extra host sync); where it is
-    False, params, optimizer state and carry keep their values from before the step."""
+    False, params, optimizer state and carry keep their values from before the step. It also
+    returns `packed` f32 [n_metrics + 1 + B]: the metrics (sorted by name), the flag and the
+    halted mask, so the host fetches one array per step."""
     import jax
     import jax.numpy as jnp
 
@@ -265,7 +275,11 @@ def _jax_functions(spec: ModelSpec, cfg: HRMConfig, run: HRMRun):
 
         c = out.carry._replace(z_H=keep(out.carry.z_H, carry.z_H),
                                z_L=keep(out.carry.z_L, carry.z_L))
-        return keep(new_p, params), keep(new_s, opt_state), out._replace(carry=c), ok
+        f32 = jnp.float32
+        packed = jnp.concatenate([jnp.stack([out.metrics[k].astype(f32)
+                                             for k in sorted(out.metrics)]),
+                                  ok.astype(f32)[None], out.halted.astype(f32)])
+        return keep(new_p, params), keep(new_s, opt_state), out._replace(carry=c), ok, packed
 
     def reset(z_H, z_L, mask, consts):
         m = mask[:, None, None]
@@ -314,13 +328,15 @@ class HRMJaxEngine(JaxEngine):
             (jnp.asarray(host.segments), jnp.asarray(host.inputs), jnp.asarray(host.targets),
              {k: jnp.asarray(v) for k, v in noise.items()}), self.mesh)
         carry = self.f_hrm.HRMCarry(self.z_H, self.z_L, *batch[:3])
-        self.params, self.opt_state, out, ok = self._step(
+        self.params, self.opt_state, out, _, packed = self._step(
             self.params, self.opt_state, self.consts, carry, batch[3])
         self.z_H, self.z_L = out.carry.z_H, out.carry.z_L
-        metrics, halted, ok = self.jax.device_get((out.metrics, out.halted, ok))
-        m: dict[str, Any] = {k: float(v) for k, v in metrics.items()}
-        m[guard.NONFINITE_KEY] = None if ok else self._nonfinite(m, host, noise)
-        return m, np.asarray(halted)
+        vals = np.asarray(self.jax.device_get(packed))  # the step's one host sync
+        n = len(out.metrics)
+        m: dict[str, Any] = {k: float(v) for k, v in zip(sorted(out.metrics), vals[:n],
+                                                          strict=True)}
+        m[guard.NONFINITE_KEY] = None if vals[n] else self._nonfinite(m, host, noise)
+        return m, vals[n + 1:] > 0.5
 
     def bench_step(self, host: HRMHost) -> BenchStep:
         """`twinframe bench`: the engine's compiled step on host's current batch and step-1
@@ -336,12 +352,17 @@ class HRMJaxEngine(JaxEngine):
             return self.params, self.opt_state, self.consts, carry, noise
 
         def run() -> Any:
-            self.params, self.opt_state, out, ok = self._step(*args())
+            self.params, self.opt_state, out, _, packed = self._step(*args())
             self.z_H, self.z_L = out.carry.z_H, out.carry.z_L
-            return out.metrics, ok
+            return packed
+
+        def lower_for_cost() -> Any:
+            raw = self._step.__wrapped__
+            with self.f_hrm.unrolled_loops():
+                return self.jax.jit(lambda *a: raw(*a)).lower(*args())
 
         return BenchStep(run, train_step_flops(self.cfg, self.run.batch_size),
-                         lambda: self._step.lower(*args()))
+                         lambda: self._step.lower(*args()), lower_for_cost)
 
     def _nonfinite(self, metrics: dict[str, float], host: HRMHost, noise: dict) -> str:
         """Only after a failed step: its gradients recomputed from the kept state (params +
