@@ -253,8 +253,9 @@ class HRMTorchEngine(TorchEngine):
 
 @functools.lru_cache(maxsize=8)
 def _jax_functions(spec: ModelSpec, cfg: HRMConfig, run: HRMRun):
-    """(jitted guarded train step, jitted slot reset) per config pair, so every engine of one
-    config in a process shares one compilation.
+    """(jitted guarded train step, jitted slot reset, the guarded step unjitted with its inner
+    step's jit bypassed: for tracing it afresh, e.g. with loops unrolled) per config pair, so
+    every engine of one config in a process shares one compilation.
 
     The guarded step is `spec.make_train_step` plus a finite flag (loss and gradient norm),
     computed on the device and fetched with the metrics (no extra host sync); where it is
@@ -264,9 +265,9 @@ def _jax_functions(spec: ModelSpec, cfg: HRMConfig, run: HRMRun):
     import jax
     import jax.numpy as jnp
 
-    inner = spec.make_train_step(cfg, spec.jax_optimizer(run))
+    jitted_inner = spec.make_train_step(cfg, spec.jax_optimizer(run))
 
-    def guarded(params, opt_state, consts, carry, noise):
+    def guarded(params, opt_state, consts, carry, noise, inner=jitted_inner):
         new_p, new_s, out = inner(params, opt_state, consts, carry, noise)
         ok = jnp.isfinite(out.metrics["loss"]) & jnp.isfinite(out.metrics["grad_global_norm"])
 
@@ -286,7 +287,11 @@ def _jax_functions(spec: ModelSpec, cfg: HRMConfig, run: HRMRun):
         return (jnp.where(m, consts["initial_high_level"].astype(z_H.dtype), z_H),
                 jnp.where(m, consts["initial_low_level"].astype(z_L.dtype), z_L))
 
-    return jax.jit(guarded, donate_argnums=(0, 1, 3)), jax.jit(reset, donate_argnums=(0, 1))
+    def traced_anew(*args):  # the same step, its inner jit bypassed (re-traced every time)
+        return guarded(*args, inner=getattr(jitted_inner, "__wrapped__", jitted_inner))
+
+    return (jax.jit(guarded, donate_argnums=(0, 1, 3)), jax.jit(reset, donate_argnums=(0, 1)),
+            traced_anew)
 
 
 class HRMJaxEngine(JaxEngine):
@@ -301,7 +306,7 @@ class HRMJaxEngine(JaxEngine):
         self.mesh = sharding.data_mesh(run.batch_size)
         self.z_H = self.z_L = None
         super().__init__(spec, cfg, run, state)
-        self._step, self._reset = _jax_functions(spec, cfg, run)
+        self._step, self._reset, self._step_fn = _jax_functions(spec, cfg, run)
         jnp = self.jnp
         empty = jnp.zeros((run.batch_size, cfg.seq_len), jnp.int32)
         c = f_hrm.initial_carry(self.consts, empty, empty, cfg)
@@ -357,9 +362,8 @@ class HRMJaxEngine(JaxEngine):
             return packed
 
         def lower_for_cost() -> Any:
-            raw = self._step.__wrapped__
             with self.f_hrm.unrolled_loops():
-                return self.jax.jit(lambda *a: raw(*a)).lower(*args())
+                return self.jax.jit(self._step_fn).lower(*args())
 
         return BenchStep(run, train_step_flops(self.cfg, self.run.batch_size),
                          lambda: self._step.lower(*args()), lower_for_cost)
