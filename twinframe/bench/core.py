@@ -33,6 +33,7 @@ class BenchOptions:
     matmul: bool = True
     matmul_n: int | None = None  # one matmul size instead of the device's defaults (tests)
     frameworks: tuple[str, ...] = (EAGER, COMPILED, JIT)
+    torch_threads: int | None = None  # torch.set_num_threads (default: torch's own choice)
 
 
 def configs(spec: Any, opts: BenchOptions) -> tuple[Any, Any]:
@@ -51,6 +52,10 @@ def configs(spec: Any, opts: BenchOptions) -> tuple[Any, Any]:
 def bench(spec: Any, opts: BenchOptions) -> dict[str, Any]:
     """Run the bench (see the module docstring); the result holds every round's time."""
     cfg, run = configs(spec, opts)
+    if opts.torch_threads:
+        import torch
+
+        torch.set_num_threads(opts.torch_threads)
     environment = env.environment()
     load_before = env.load()
     mv = ModelVariants(spec, cfg, run, opts.steps, opts.warmup)
