@@ -8,8 +8,10 @@ Nothing here is saved: after a resume, `plan` continues from the restored counte
 
 Workers: one process pool per Python process (spawned on first use, shared by every stream,
 shut down at exit), `TWINFRAME_DATA_WORKERS` processes (default: half the CPU cores, at least
-one; 0 generates inline). Work is bounded: per difficulty the curriculum can draw at the
-current stage, at most `ceil(p * batch) + 2` puzzles are queued ahead of its counter.
+one; 0 generates inline). Workers hold none of the parent's stdio and exit when the parent is
+gone (a SIGKILLed trainer leaves no process behind and no pipe open). Work is bounded: per
+difficulty the curriculum can draw at the current stage, at most `ceil(p * batch) + 2` puzzles
+are queued ahead of its counter.
 """
 
 from __future__ import annotations
@@ -37,6 +39,24 @@ def default_workers() -> int:
     return max((os.cpu_count() or 2) // 2, 1)
 
 
+def _worker_init(parent: int) -> None:
+    """In each worker: let go of the parent's stdout/stderr (a reader of the parent's pipes must
+    see EOF when the parent ends, even by SIGKILL) and exit when the parent is gone."""
+    import threading
+    import time
+
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _pool(workers: int) -> ProcessPoolExecutor | None:
     """The process-wide pool (spawned processes: no fork of a process running JAX threads)."""
     if workers <= 0:
@@ -44,7 +64,8 @@ def _pool(workers: int) -> ProcessPoolExecutor | None:
     if _POOL[0] is None:
         import multiprocessing
 
-        _POOL[0] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        _POOL[0] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_worker_init, initargs=(os.getpid(),))
         atexit.register(shutdown)
     return _POOL[0]
 
