@@ -8,8 +8,9 @@ arrays (explore_u [B] f32, min_halt_draw [B] int32).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import jax
@@ -28,6 +29,18 @@ from twinframe.models.hrm import HRMConfig, HRMRun
 
 JAX_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 sg = jax.lax.stop_gradient
+_UNROLL = [False]  # loops fully unrolled while tracing (`unrolled_loops`)
+
+
+@contextlib.contextmanager
+def unrolled_loops() -> Iterator[None]:
+    """Trace with every layer/cycle loop fully unrolled: the same computation, for XLA's cost
+    analysis (which counts a loop body once). Functions traced inside must be jitted anew."""
+    _UNROLL[0] = True
+    try:
+        yield
+    finally:
+        _UNROLL[0] = False
 
 
 class HRMCarry(NamedTuple):
@@ -82,31 +95,61 @@ def embed(params: dict, inputs: jax.Array, cfg: HRMConfig) -> jax.Array:
     return (math.sqrt(H) * jnp.concatenate([cls, tokens], axis=1)).astype(compute_dtype(cfg))
 
 
+def stack_layers(p: dict) -> dict:
+    """A reasoner's `layers` list -> one tree whose leaves have a leading layer axis [N, ...]."""
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *p["layers"])
+
+
+def run_layers(
+    stacked: dict, z: jax.Array, inj: jax.Array, consts: dict, cfg: HRMConfig
+) -> jax.Array:
+    """R(z, inj) over stacked layer weights: z <- z + inj, then the N post-norm blocks as one
+    `lax.scan` (one compiled block body instead of N). z, inj: [B, P, H] (T)."""
+    cos, sin = consts["rotary_emb"]["cos"], consts["rotary_emb"]["sin"]
+
+    def block(x: jax.Array, layer: dict) -> tuple[jax.Array, None]:
+        return post_norm_block(layer, x, cos, sin, cfg.num_heads, cfg.norm_eps), None
+
+    return jax.lax.scan(block, z + inj, stacked, unroll=_UNROLL[0])[0]
+
+
 def reasoner(
     p: dict, z: jax.Array, inj: jax.Array, consts: dict, cfg: HRMConfig
 ) -> jax.Array:
     """R(z, inj): z <- z + inj, then N post-norm blocks. z, inj: [B, P, H] (T)."""
-    cos, sin = consts["rotary_emb"]["cos"], consts["rotary_emb"]["sin"]
-    z = z + inj
-    for layer in p["layers"]:
-        z = post_norm_block(layer, z, cos, sin, cfg.num_heads, cfg.norm_eps)
-    return z
+    return run_layers(stack_layers(p), z, inj, consts, cfg)
 
 
 def segment(
     params: dict, consts: dict, z_H: jax.Array, z_L: jax.Array, inputs: jax.Array, cfg: HRMConfig
 ) -> SegmentOut:
     """One ACT segment of the inner model (hrm.md §2.3), 1-step gradient through the last L and
-    H."""
-    R_H, R_L = params["high_level_reasoner"], params["low_level_reasoner"]
+    H.
+
+    The H*L - 1 cycles without gradient run as loops (`fori_loop`: H-1 cycles of L L-calls and
+    one H-call, then L-1 L-calls) on stop-gradient weights and embedding, so no tangent or
+    residual of them is ever formed; the last L-call and H-call carry the gradient."""
+    R_H = stack_layers(params["high_level_reasoner"])
+    R_L = stack_layers(params["low_level_reasoner"])
     e = embed(params, inputs, cfg)
-    for c in range(1, cfg.high_level_cycles * cfg.low_level_cycles):
-        z_L = reasoner(R_L, z_L, z_H + e, consts, cfg)
-        if c % cfg.low_level_cycles == 0:
-            z_H = reasoner(R_H, z_H, z_L, consts, cfg)
+    ng_H, ng_L, ng_e = sg(R_H), sg(R_L), sg(e)
+
+    def l_calls(n: int, z_L: jax.Array, z_H: jax.Array) -> jax.Array:
+        return jax.lax.fori_loop(
+            0, n, lambda _, zl: run_layers(ng_L, zl, z_H + ng_e, consts, cfg), z_L,
+            unroll=_UNROLL[0])
+
+    def cycle(_: jax.Array, zs: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        zh, zl = zs
+        zl = l_calls(cfg.low_level_cycles, zl, zh)
+        return run_layers(ng_H, zh, zl, consts, cfg), zl
+
+    z_H, z_L = jax.lax.fori_loop(0, cfg.high_level_cycles - 1, cycle, (sg(z_H), sg(z_L)),
+                                 unroll=_UNROLL[0])
+    z_L = l_calls(cfg.low_level_cycles - 1, z_L, z_H)
     z_L, z_H = sg(z_L), sg(z_H)
-    z_L = reasoner(R_L, z_L, z_H + e, consts, cfg)
-    z_H = reasoner(R_H, z_H, z_L, consts, cfg)
+    z_L = run_layers(R_L, z_L, z_H + e, consts, cfg)
+    z_H = run_layers(R_H, z_H, z_L, consts, cfg)
     logits = linear_f32(params["output_head"], z_H[:, 1:])
     q = linear_f32(params["q_act_head"], z_H[:, 0])
     return SegmentOut(sg(z_H), sg(z_L), logits, q[:, 0], q[:, 1])

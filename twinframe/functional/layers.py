@@ -58,25 +58,33 @@ def rotate_half(x: jax.Array) -> jax.Array:
 
 
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """x: [B, P, n_h, d] f32; cos, sin: [P, 1, d] -> x*cos + rotate_half(x)*sin (f32)."""
-    return x * cos.astype(F32) + rotate_half(x) * sin.astype(F32)
+    """x: [..., d] f32; cos, sin broadcastable to x -> x*cos + rotate_half(x)*sin (f32), computed
+    per half (the same products and sums, without materialising rotate_half(x))."""
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    c1, c2 = jnp.split(cos.astype(F32), 2, axis=-1)
+    s1, s2 = jnp.split(sin.astype(F32), 2, axis=-1)
+    return jnp.concatenate([x1 * c1 + (-x2) * s1, x2 * c2 + x1 * s2], axis=-1)
 
 
 def attention(
     p: Params, x: jax.Array, cos: jax.Array, sin: jax.Array, num_heads: int
 ) -> jax.Array:
-    """Bidirectional MHA, explicit f32 softmax, no mask. x: [B, P, H] (T) -> [B, P, H] (T)."""
+    """Bidirectional MHA, explicit f32 softmax, no mask. x: [B, P, H] (T) -> [B, P, H] (T).
+
+    Heads are laid out [B, h, P, d] once after the projection (one transpose in, one out), so
+    both attention products are plain batched matmuls. cos, sin: [P, 1, d]."""
     B, P, H = x.shape
     d = H // num_heads
     T = x.dtype
-    qkv = linear(p["qkv_proj"], x).reshape(B, P, 3 * num_heads, d)
-    q, k, v = jnp.split(qkv, 3, axis=2)
-    q = apply_rope(q.astype(F32), cos, sin).astype(T)
-    k = apply_rope(k.astype(F32), cos, sin).astype(T)
-    s = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=F32) * (d**-0.5)
+    qkv = linear(p["qkv_proj"], x).reshape(B, P, 3, num_heads, d).transpose(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]  # [B, h, P, d]
+    cs, sn = cos[:, 0, :], sin[:, 0, :]  # [P, d]
+    q = apply_rope(q.astype(F32), cs, sn).astype(T)
+    k = apply_rope(k.astype(F32), cs, sn).astype(T)
+    s = jnp.einsum("bhtd,bhsd->bhts", q, k, preferred_element_type=F32) * (d**-0.5)
     prob = jax.nn.softmax(s, axis=-1).astype(T)
-    o = jnp.einsum("bhts,bshd->bthd", prob, v, preferred_element_type=F32).astype(T)
-    return linear(p["out_proj"], o.reshape(B, P, H))
+    o = jnp.einsum("bhts,bhsd->bhtd", prob, v, preferred_element_type=F32).astype(T)
+    return linear(p["out_proj"], o.transpose(0, 2, 1, 3).reshape(B, P, H))
 
 
 def swiglu(p: Params, x: jax.Array) -> jax.Array:

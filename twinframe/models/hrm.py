@@ -315,3 +315,18 @@ def recognise(state: Mapping[str, np.ndarray]) -> HRMConfig | None:
         return base.replace(**fields)
     except ConfigError:
         return None
+
+
+def train_step_flops(cfg: HRMConfig, batch: int) -> float:
+    """Analytic FLOPs of one ACT train step (multiply-add = 2): the segment's forward (H*L
+    L-calls + H H-calls), the target forward (another segment, no gradient), and the backward
+    of the last L and H calls and the heads (2x their forward). Matmuls and attention only;
+    norms, RoPE, softmax and the optimizer are a few percent at most and are not counted."""
+    H, P, S, V, I = cfg.hidden_size, cfg.num_positions, cfg.seq_len, cfg.vocab_size, cfg.ffn_dim
+    per_token_layer = 2 * H * 3 * H + 2 * H * H + 2 * H * 2 * I + 2 * I * H + 2 * 2 * P * H
+    call = cfg.num_layers * P * per_token_layer  # one reasoner call, one puzzle
+    heads = 2 * S * H * V + 2 * H * 2
+    calls = cfg.high_level_cycles * cfg.low_level_cycles + cfg.high_level_cycles
+    forward = calls * call + heads
+    backward = 2 * (2 * call + heads)
+    return float(batch * (2 * forward + backward))

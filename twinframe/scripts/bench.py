@@ -1,4 +1,5 @@
-"""`twinframe bench MODEL [--config tiny] [--steps N]`: torch eager vs JAX jit, side by side."""
+"""`twinframe bench MODEL [--config tiny] [--batch N] [--dtype D] [--json OUT]`: torch eager,
+torch.compile and JAX jit side by side in one process (see `twinframe.bench`)."""
 
 from __future__ import annotations
 
@@ -8,29 +9,35 @@ import argparse
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model name")
     p.add_argument("--config", default="tiny", help="config preset (default tiny)")
-    p.add_argument("--steps", type=int, default=20, help="train steps per timed round")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median taken)")
-    p.add_argument("--out", default="bench", help="directory for the JSON result")
+    p.add_argument("--batch", type=int, default=None, help="batch size (default: the preset's)")
+    p.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
+                   help="compute dtype (models that have one; default: the preset's)")
+    p.add_argument("--steps", type=int, default=3, help="calls per variant per round")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median taken)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls after the first")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    p.add_argument("--compile-limit", type=float, default=600.0,
+                   help="seconds allowed for torch.compile's first step (default 600)")
+    p.add_argument("--no-matmul", action="store_true", help="skip the matmul-rate reference")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--json", default=None, metavar="OUT", help="write the full result here")
 
 
 def main(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from twinframe import jax_cache, registry
+    from twinframe import registry
+    from twinframe.bench import BenchOptions, bench, table
     from twinframe.store.io import atomic_write
-    from twinframe.training.bench import bench
 
-    jax_cache.enable()
-    spec = registry.get(args.model)
-    cfg, run = spec.config(args.config), spec.run_config(args.config)
-    r = bench(spec, cfg, run, args.steps, args.rounds)
-    for fw in ("torch", "jax"):
-        print(f"{args.model}/{fw:5s}: {r['steps_per_s'][fw]:8.2f} steps/s  "
-              f"{r['items_per_s'][fw]:9.1f} examples/s (batch {run.batch_size})  "
-              f"(warmup {r['warmup_s'][fw]:.1f}s)")
-    print(f"JAX jit / torch eager speed ratio: {r['jax_over_torch']:.2f}x "
-          f"({r['environment']['jax_devices'][0]})")
-    out = Path(args.out) / f"{args.model}-{args.config}.json"
-    atomic_write(out, lambda p: p.write_text(json.dumps(r, indent=1)))
+    opts = BenchOptions(config=args.config, batch=args.batch, dtype=args.dtype,
+                        steps=args.steps, rounds=args.rounds, warmup=args.warmup,
+                        torch_compile=not args.no_compile, compile_limit_s=args.compile_limit,
+                        matmul=not args.no_matmul, torch_threads=args.torch_threads)
+    r = bench(registry.get(args.model), opts)
+    print(table.render(r))
+    if args.json:
+        atomic_write(Path(args.json), lambda p: p.write_text(json.dumps(r, indent=1)))
     return 0

@@ -247,6 +247,31 @@ def _count(cells: list[int], limit: int) -> int:
     return _search(list(cells), rows, cols, boxes, empties, 0, limit, None)
 
 
+def _has_other_completion(
+    cells: list[int], rows: list[int], cols: list[int], boxes: list[int], empties: list[int],
+    k: int, v: int,
+) -> bool:
+    """True iff ``cells`` (blank at k; masks and blank cells ``empties`` without k up to date)
+    has a completion with a digit other than v at cell k. Leaves every argument as it was
+    (``_search`` undoes its moves; the order of ``empties`` may change, not its contents)."""
+    r, c, b = _ROW[k], _COL[k], _BOX[k]
+    cand = ~(rows[r] | cols[c] | boxes[b]) & _ALL & ~(1 << (v - 1))
+    found = False
+    for bit, digit in _BITS_OF[cand]:
+        rows[r] |= bit
+        cols[c] |= bit
+        boxes[b] |= bit
+        cells[k] = digit
+        found = _search(cells, rows, cols, boxes, empties, 0, 1, None) > 0
+        rows[r] ^= bit
+        cols[c] ^= bit
+        boxes[b] ^= bit
+        cells[k] = 0
+        if found:
+            break
+    return found
+
+
 # ------------------------------------------------------------------------------------------------
 # Generator (hrm.md §5.3)
 
@@ -325,12 +350,30 @@ def generate(rng: np.random.Generator, difficulty: str | int) -> tuple[np.ndarra
     clues = 81
     cursor = 0
 
+    # Invariant: `puzzle` has exactly one solution, `solution`. Blanking cell k (value v) keeps
+    # it unique iff no completion has a digit other than v at k (any second solution differs
+    # from `solution` at k, else it would solve the puzzle before the removal), so one search
+    # with k's candidates minus v, stopped at its first completion, decides what
+    # `count_solutions(puzzle, 2) == 1` decides; the masks and blank cells are kept up to date
+    # across removals instead of being rebuilt per try.
+    rows, cols, boxes = [_ALL] * 9, [_ALL] * 9, [_ALL] * 9
+    empties: list[int] = []
+
     def try_remove(k: int) -> bool:
         v = puzzle[k]
+        bit = 1 << (v - 1)
+        r, c, b = _ROW[k], _COL[k], _BOX[k]
         puzzle[k] = 0
-        if _count(puzzle, 2) != 1:
+        rows[r] ^= bit
+        cols[c] ^= bit
+        boxes[b] ^= bit
+        if _has_other_completion(puzzle, rows, cols, boxes, empties, k, v):
             puzzle[k] = v
+            rows[r] |= bit
+            cols[c] |= bit
+            boxes[b] |= bit
             return False
+        empties.append(k)
         return True
 
     # Phase 1: down to hi.

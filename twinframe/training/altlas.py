@@ -71,7 +71,7 @@ from twinframe.models.altlas import (
 )
 from twinframe.tasks import altlas as tasks
 from twinframe.training import guard
-from twinframe.training.engine import JaxEngine, TorchEngine
+from twinframe.training.engine import BenchStep, JaxEngine, TorchEngine
 
 if TYPE_CHECKING:
     from twinframe.contract import ModelSpec
@@ -372,6 +372,14 @@ class _NonFiniteGrads(Exception):
     """Raised by the torch optimizer's pre-step hook: the update is not applied."""
 
 
+def bench_inputs(host: AltLASHost) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """`twinframe bench`'s fixed step inputs: host's next noise f32 [B, T, V], advantages f32
+    [B] (spread around 0), weights f32 [B] (1/B) and beta."""
+    B = host.run.batch_size
+    adv = np.linspace(-1.0, 1.0, B, dtype=np.float32)
+    return host.noise(), adv, np.full(B, 1.0 / B, np.float32), 0.01
+
+
 class AltLASTorchEngine(TorchEngine):
     """Eager PyTorch (CPU): `AltLAS_RNN` + torch Adam (altlas.md §4.2)."""
 
@@ -425,6 +433,20 @@ class AltLASTorchEngine(TorchEngine):
         except _NonFiniteGrads:
             return self._nonfinite(args)
         return _learn_metrics(lo.loss, lo.policy_term, lo.entropy_term, lo.grad_norm, lo.skipped)
+
+    def bench_step(self, host: AltLASHost) -> BenchStep:
+        """`twinframe bench`: generation + one update on the rollout's tokens, inputs made
+        once (`bench_inputs`); no metric fetch beyond what `learn_step` does itself."""
+        torch = self.torch
+        noise, adv, w, beta = (torch.from_numpy(x) if isinstance(x, np.ndarray) else x
+                               for x in bench_inputs(host))
+
+        def run() -> None:
+            r = self.t_alt.generate(self.model, noise)
+            self.t_alt.learn_step(self.model, self.opt, r.tokens, r.valid, adv, w, beta,
+                                  grad_clip_norm=self.run.grad_clip_norm)
+
+        return BenchStep(run)
 
     def _nonfinite(self, args: tuple) -> dict[str, Any]:
         """After an aborted update: loss and raw (unclipped) gradients recomputed."""
@@ -483,6 +505,21 @@ class AltLASJaxEngine(JaxEngine):
         if not ok:
             what = self._nonfinite(batch, m, float(lo.grad_norm))
         return _learn_metrics(*m, float(lo.grad_norm), bool(lo.skipped), what)
+
+    def bench_step(self, host: AltLASHost) -> BenchStep:
+        """`twinframe bench`: jitted generation + the compiled update on the rollout's tokens
+        (device to device), inputs made once (`bench_inputs`); returns the loss to sync on."""
+        jnp = self.jnp
+        noise, adv, w, beta = bench_inputs(host)
+        noise, adv, w = jnp.asarray(noise), jnp.asarray(adv), jnp.asarray(w)
+
+        def run() -> Any:
+            r = self.fns.generate(self.params, noise)
+            batch = self.f_alt.LearnBatch(r.tokens, r.valid, adv, w, jnp.float32(beta))
+            self.params, self.opt_state, lo, ok = self._step(self.params, self.opt_state, batch)
+            return lo, ok
+
+        return BenchStep(run)
 
     def _nonfinite(self, batch: Any, terms: tuple[float, float, float], norm: float) -> str:
         """Only after a failed update: its raw gradients recomputed from the kept params

@@ -197,3 +197,16 @@ class JaxEngine:
         """What JAX results depend on besides the inputs, recorded in checkpoints."""
         devs = self.jax.devices()
         return {"jax": self.jax.__version__, "backend": devs[0].platform, "devices": len(devs)}
+
+
+class BenchStep:
+    """What an engine's optional `bench_step(host)` returns for `twinframe bench`: `run()` does
+    one train step on a batch already on the device (no host data, no metric fetch) and returns
+    what to synchronise on; `flops` is the analytic FLOP count of one step (None if unknown);
+    `lower()` (JAX) lowers the compiled step for its compile time and XLA cost analysis;
+    `lower_for_cost()` (optional) lowers it with its loops unrolled, for the cost analysis."""
+
+    def __init__(self, run: Any, flops: float | None = None, lower: Any = None,
+                 lower_for_cost: Any = None) -> None:
+        self.run, self.flops, self.lower = run, flops, lower
+        self.lower_for_cost = lower_for_cost

@@ -18,17 +18,19 @@ import numpy as np
 
 from twinframe.contract import StepResult
 from twinframe.functional import sharding
-from twinframe.models.hrm import HRMConfig, HRMRun
+from twinframe.models.hrm import HRMConfig, HRMRun, train_step_flops
 from twinframe.tasks import sudoku
+from twinframe.tasks.prefetch import PuzzlePrefetch
 from twinframe.training import guard
-from twinframe.training.engine import JaxEngine, TorchEngine
+from twinframe.training.engine import BenchStep, JaxEngine, TorchEngine
 
 if TYPE_CHECKING:
     from twinframe.contract import ModelSpec
 
 
 class HRMHost:
-    """Slots, Sudoku stream and curriculum of one run (framework-neutral)."""
+    """Slots, Sudoku stream and curriculum of one run (framework-neutral). Puzzles come from
+    `PuzzlePrefetch`: generated ahead in worker processes, the same as generated inline."""
 
     def __init__(self, cfg: HRMConfig, run: HRMRun) -> None:
         B, S = run.batch_size, cfg.seq_len
@@ -36,17 +38,20 @@ class HRMHost:
         self.t = 0
         self.stream = sudoku.SudokuStream(run.seed)
         self.curriculum = sudoku.Curriculum()
+        self.prefetch = PuzzlePrefetch(run.seed, B)
         self.inputs = np.zeros((B, S), np.int32)
         self.targets = np.zeros((B, S), np.int32)
         self.segments = np.zeros(B, np.int32)
         self.slot_ids = np.zeros((B, 2), np.int64)  # (d_index, j) per slot
+        self.prefetch.plan(self.curriculum.stage, self.stream.counters)
         for b in range(B):
             self.replace(b)
+        self.prefetch.plan(self.curriculum.stage, self.stream.counters)
 
     def replace(self, b: int) -> None:
         """hrm.md §6.1 replacement of slot b (the engine resets its z carry separately)."""
-        d, j, puzzle, solution = self.stream.next_puzzle(self.curriculum.stage)
-        self.inputs[b], self.targets[b] = puzzle, solution
+        d, j = self.stream.next_id(self.curriculum.stage)
+        self.inputs[b], self.targets[b] = self.prefetch.get(d, j)
         self.segments[b] = 0
         self.slot_ids[b] = (d, j)
         self.curriculum.total_puzzles += 1
@@ -64,6 +69,7 @@ class HRMHost:
         for b in np.flatnonzero(halted):
             self.replace(int(b))
         self.curriculum.end_step(cell_acc)
+        self.prefetch.plan(self.curriculum.stage, self.stream.counters)  # next step's, ahead
 
     def step(self, engines: Sequence[HRMTorchEngine | HRMJaxEngine]) -> StepResult:
         """hrm.md §6.1 items 1-5 on every engine; engines[0]'s halted mask replaces slots for
@@ -103,9 +109,11 @@ class HRMHost:
         self.targets = np.asarray(s["targets"], np.int32)
         self.segments = np.asarray(s["segments"], np.int32)
         self.slot_ids = np.asarray(s["slot_ids"], np.int64)
+        self.prefetch.plan(self.curriculum.stage, self.stream.counters)
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Drop the puzzles queued ahead (the worker pool is shared and stays)."""
+        self.prefetch.close()
 
 
 def log_record(host: HRMHost, m: dict[str, float], halted: np.ndarray, dt: float,
@@ -136,6 +144,12 @@ def log_record(host: HRMHost, m: dict[str, float], halted: np.ndarray, dt: float
 # Engines
 
 NOISE_KEYS = ("explore_u", "min_halt_draw")
+
+
+def host_noise(host: HRMHost) -> dict[str, np.ndarray]:
+    """Exploration noise of step 1 of host's run (what `bench_step` feeds every step)."""
+    return sudoku.exploration_noise(host.run.seed, 1, host.run.batch_size,
+                                    host.cfg.halt_max_steps)
 
 
 def check_step_inputs(cfg: HRMConfig, run: HRMRun, host: HRMHost, noise: dict) -> None:
@@ -192,6 +206,22 @@ class HRMTorchEngine(TorchEngine):
             metrics[guard.NONFINITE_KEY] = self._nonfinite(metrics)
         return metrics, out.halted.cpu().numpy().copy()
 
+    def bench_step(self, host: HRMHost) -> BenchStep:
+        """`twinframe bench`: one step (forward, target forward, backward, optimizer update) on
+        host's current batch and step-1 noise, copied to the device once; no metric fetch."""
+        noise = {k: self.dev(v) for k, v in host_noise(host).items()}
+        batch = (self.dev(host.segments), self.dev(host.inputs), self.dev(host.targets))
+
+        def run() -> None:
+            carry = self.t_hrm.HRMCarry(self.z_H, self.z_L, *batch)
+            self.opt.zero_grad(set_to_none=True)
+            out = self.t_hrm.act_loss(self.model, carry, noise)
+            out.loss.backward()
+            self.opt.step()
+            self.z_H, self.z_L = out.carry.z_H, out.carry.z_L
+
+        return BenchStep(run, train_step_flops(self.cfg, self.run.batch_size))
+
     def _nonfinite(self, metrics: dict[str, float]) -> str:
         from twinframe.store.io import to_numpy
 
@@ -223,18 +253,21 @@ class HRMTorchEngine(TorchEngine):
 
 @functools.lru_cache(maxsize=8)
 def _jax_functions(spec: ModelSpec, cfg: HRMConfig, run: HRMRun):
-    """(jitted guarded train step, jitted slot reset) per config pair, so every engine of one
-    config in a process shares one compilation.
+    """(jitted guarded train step, jitted slot reset, the guarded step unjitted with its inner
+    step's jit bypassed: for tracing it afresh, e.g. with loops unrolled) per config pair, so
+    every engine of one config in a process shares one compilation.
 
     The guarded step is `spec.make_train_step` plus a finite flag (loss and gradient norm),
     computed on the device and fetched with the metrics (no extra host sync); where it is
-    False, params, optimizer state and carry keep their values from before the step."""
+    False, params, optimizer state and carry keep their values from before the step. It also
+    returns `packed` f32 [n_metrics + 1 + B]: the metrics (sorted by name), the flag and the
+    halted mask, so the host fetches one array per step."""
     import jax
     import jax.numpy as jnp
 
-    inner = spec.make_train_step(cfg, spec.jax_optimizer(run))
+    jitted_inner = spec.make_train_step(cfg, spec.jax_optimizer(run))
 
-    def guarded(params, opt_state, consts, carry, noise):
+    def guarded(params, opt_state, consts, carry, noise, inner=jitted_inner):
         new_p, new_s, out = inner(params, opt_state, consts, carry, noise)
         ok = jnp.isfinite(out.metrics["loss"]) & jnp.isfinite(out.metrics["grad_global_norm"])
 
@@ -243,14 +276,22 @@ def _jax_functions(spec: ModelSpec, cfg: HRMConfig, run: HRMRun):
 
         c = out.carry._replace(z_H=keep(out.carry.z_H, carry.z_H),
                                z_L=keep(out.carry.z_L, carry.z_L))
-        return keep(new_p, params), keep(new_s, opt_state), out._replace(carry=c), ok
+        f32 = jnp.float32
+        packed = jnp.concatenate([jnp.stack([out.metrics[k].astype(f32)
+                                             for k in sorted(out.metrics)]),
+                                  ok.astype(f32)[None], out.halted.astype(f32)])
+        return keep(new_p, params), keep(new_s, opt_state), out._replace(carry=c), ok, packed
 
     def reset(z_H, z_L, mask, consts):
         m = mask[:, None, None]
         return (jnp.where(m, consts["initial_high_level"].astype(z_H.dtype), z_H),
                 jnp.where(m, consts["initial_low_level"].astype(z_L.dtype), z_L))
 
-    return jax.jit(guarded, donate_argnums=(0, 1, 3)), jax.jit(reset, donate_argnums=(0, 1))
+    def traced_anew(*args):  # the same step, its inner jit bypassed (re-traced every time)
+        return guarded(*args, inner=getattr(jitted_inner, "__wrapped__", jitted_inner))
+
+    return (jax.jit(guarded, donate_argnums=(0, 1, 3)), jax.jit(reset, donate_argnums=(0, 1)),
+            traced_anew)
 
 
 class HRMJaxEngine(JaxEngine):
@@ -265,7 +306,7 @@ class HRMJaxEngine(JaxEngine):
         self.mesh = sharding.data_mesh(run.batch_size)
         self.z_H = self.z_L = None
         super().__init__(spec, cfg, run, state)
-        self._step, self._reset = _jax_functions(spec, cfg, run)
+        self._step, self._reset, self._step_fn = _jax_functions(spec, cfg, run)
         jnp = self.jnp
         empty = jnp.zeros((run.batch_size, cfg.seq_len), jnp.int32)
         c = f_hrm.initial_carry(self.consts, empty, empty, cfg)
@@ -292,13 +333,40 @@ class HRMJaxEngine(JaxEngine):
             (jnp.asarray(host.segments), jnp.asarray(host.inputs), jnp.asarray(host.targets),
              {k: jnp.asarray(v) for k, v in noise.items()}), self.mesh)
         carry = self.f_hrm.HRMCarry(self.z_H, self.z_L, *batch[:3])
-        self.params, self.opt_state, out, ok = self._step(
+        self.params, self.opt_state, out, _, packed = self._step(
             self.params, self.opt_state, self.consts, carry, batch[3])
         self.z_H, self.z_L = out.carry.z_H, out.carry.z_L
-        metrics, halted, ok = self.jax.device_get((out.metrics, out.halted, ok))
-        m: dict[str, Any] = {k: float(v) for k, v in metrics.items()}
-        m[guard.NONFINITE_KEY] = None if ok else self._nonfinite(m, host, noise)
-        return m, np.asarray(halted)
+        vals = np.asarray(self.jax.device_get(packed))  # the step's one host sync
+        n = len(out.metrics)
+        m: dict[str, Any] = {k: float(v) for k, v in zip(sorted(out.metrics), vals[:n],
+                                                          strict=True)}
+        m[guard.NONFINITE_KEY] = None if vals[n] else self._nonfinite(m, host, noise)
+        return m, vals[n + 1:] > 0.5
+
+    def bench_step(self, host: HRMHost) -> BenchStep:
+        """`twinframe bench`: the engine's compiled step on host's current batch and step-1
+        noise, placed on the device once; no metric fetch (returns the metrics to sync on)."""
+        jnp = self.jnp
+        seg, inp, tgt, noise = sharding.shard_batch(
+            (jnp.asarray(host.segments), jnp.asarray(host.inputs), jnp.asarray(host.targets),
+             {k: jnp.asarray(v) for k, v in host_noise(host).items()}), self.mesh)
+
+        def args() -> tuple:  # the carry is donated: fresh copies of its small int arrays
+            carry = self.f_hrm.HRMCarry(self.z_H, self.z_L, *(jnp.copy(x) for x in (seg, inp,
+                                                                                   tgt)))
+            return self.params, self.opt_state, self.consts, carry, noise
+
+        def run() -> Any:
+            self.params, self.opt_state, out, _, packed = self._step(*args())
+            self.z_H, self.z_L = out.carry.z_H, out.carry.z_L
+            return packed
+
+        def lower_for_cost() -> Any:
+            with self.f_hrm.unrolled_loops():
+                return self.jax.jit(self._step_fn).lower(*args())
+
+        return BenchStep(run, train_step_flops(self.cfg, self.run.batch_size),
+                         lambda: self._step.lower(*args()), lower_for_cost)
 
     def _nonfinite(self, metrics: dict[str, float], host: HRMHost, noise: dict) -> str:
         """Only after a failed step: its gradients recomputed from the kept state (params +
