@@ -205,6 +205,10 @@ class ModelSpec(Generic[C, R]):
     # the layout; bounds configs read from files before any layout is built (`parity.files`)
     layout_size: Callable[[C], int] | None = None
     jax_face: Callable[[C], JaxFace] | None = None  # optional: NNX modules (`twinframe.flax`)
+    # the preset the contract suite, `twinframe check` and `twinframe report` use unless told
+    # otherwise: the smallest config that keeps every code path (a model whose whole training
+    # step compiles slowly names a smaller one than "tiny")
+    check_preset: str = "tiny"
 
     def preset(self, name: str) -> Preset[C, R]:
         try:

@@ -276,3 +276,15 @@ def _resolutions(state: Mapping[str, np.ndarray], n: int) -> tuple[int, ...]:
         else:
             out[-1] += 1
     return tuple(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# Static tables shared by both frameworks
+
+
+def rope_angles(start: int, n: int, head_dim: int) -> np.ndarray:
+    """RoPE-P / FreqPE angles (aime.md §2.1): theta[p, 2i] = theta[p, 2i+1] =
+    (start+p) * 10000^(-2i/dh), float64 -> float32, [n, dh]."""
+    inv = 10000.0 ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    ang = np.outer(np.arange(start, start + n, dtype=np.float64), inv)
+    return np.repeat(ang, 2, axis=1).astype(np.float32)
