@@ -219,7 +219,8 @@ def _aime() -> ModelSpec:
         engines={"torch": tr_aime.AIMETorchEngine, "jax": tr_aime.AIMEJaxEngine},
         parity_levels=p_aime.levels,
         curve=Curve(metrics=("loss", "elbo", "perceiver", "predictive"),
-                    mismatch_label="decision_mismatches", accuracy="token_acc"),
+                    mismatch_label="decision_mismatches", accuracy="token_acc",
+                    judge_params=p_aime.judge_l5_params),
         progress=(ProgressField("elbo", "elbo", ".3f"),
                   ProgressField("perceiver", "perc", ".3f"),
                   ProgressField("predictive", "pred", ".4f"),
@@ -228,6 +229,7 @@ def _aime() -> ModelSpec:
         refused=(Refusal(model={"dropout": 0.1}), Refusal(model={"adversarial": True}),
                  Refusal(model={"ema_alias_bug": True}), Refusal(run={"noise_source": "native"})),
         infer=tr_aime.infer, evaluate=tr_aime.evaluate, check_preset="micro",
+        visualize=tr_aime.visualize,
     )
 
 

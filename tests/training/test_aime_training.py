@@ -41,8 +41,9 @@ def test_train_resume_in_the_other_framework_and_artifacts(micro, tmp_path, monk
     assert recs[1]["alpha"] != [0.0, 0.0, 0.0]  # step 2 is an RGB balancing step
     carry = tr.engine.export_carry()
     assert int(carry["ema_n"]) == 3 and int(carry["rgb_count"]) == 3
-    paths = tr_aime.artifacts(tr.engine, cfg, run, tmp_path / "ck")
-    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    state = spec.layout(cfg).table.tree_to_torch(tr.engine.export_state()["model"])
+    pictures = spec.visualize(cfg, run, state)
+    assert len(pictures) == 1 and next(iter(pictures.values()))[:8] == b"\x89PNG\r\n\x1a\n"
     tr.close()
     tr2, recs2 = train(spec, cfg, run, "torch", 2, tmp_path / "ck", resume=tmp_path / "ck",
                        show_progress=False)
@@ -54,3 +55,13 @@ def test_train_resume_in_the_other_framework_and_artifacts(micro, tmp_path, monk
     text = tr_aime.infer(cfg, run, tr2.engine.export_state()["model"], "eval", 0)
     assert "rollout" in text and (tmp_path / "aime_rollout_eval0.png").is_file()
     tr2.close()
+
+
+def test_one_whole_step_compilation_per_config():
+    """Every AIME JAX engine of the session shares one jitted whole step per (config, optimiser
+    key), compiled once (a whole step takes 1.5-2 min to compile on 2 cores, aime.md §9)."""
+    from twinframe.training.aime import _STEPS
+
+    assert all(step._cache_size() <= 1 for step in _STEPS.values())
+    cfgs = [k[1] for k in _STEPS]
+    assert len(cfgs) == len(set(cfgs)), "two optimiser keys for one config"

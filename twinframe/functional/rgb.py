@@ -113,16 +113,19 @@ def global_norms(task_grads: Any) -> jax.Array:
 
 class MultiTaskTransformation(NamedTuple):
     """`balance` (task gradients -> one gradient) followed by `inner` (an ordinary optax
-    transformation). State: (balance state, inner state)."""
+    transformation). State: (balance state, inner state). `key`: optional hashable value that
+    determines the update functions completely (two transformations with equal keys compute
+    the same updates from the same state), so compiled steps can be shared between them."""
 
     init: Any
     update: Any
     balance: optax.GradientTransformation
     inner: optax.GradientTransformation
+    key: Any = None
 
 
-def multitask(balance: optax.GradientTransformation, inner: optax.GradientTransformation
-              ) -> MultiTaskTransformation:
+def multitask(balance: optax.GradientTransformation, inner: optax.GradientTransformation,
+              key: Any = None) -> MultiTaskTransformation:
     def init_fn(params):
         return (balance.init(params), inner.init(params))
 
@@ -131,4 +134,4 @@ def multitask(balance: optax.GradientTransformation, inner: optax.GradientTransf
         updates, ins = inner.update(G, state[1], params)
         return updates, (bs, ins)
 
-    return MultiTaskTransformation(init_fn, update_fn, balance, inner)
+    return MultiTaskTransformation(init_fn, update_fn, balance, inner, key)

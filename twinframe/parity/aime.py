@@ -6,7 +6,6 @@ L6 (round trip) are generic."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -26,9 +25,17 @@ from twinframe.functional.aime import optim as f_opt
 from twinframe.functional.aime import perceiver as f_per
 from twinframe.functional.aime import prims as f_pr
 from twinframe.functional.aime import prior as f_prior
-from twinframe.models.aime import NEVER_REACHED, AIMEConfig, AIMERun, canonical_init, ema_keys
+from twinframe.models.aime import (
+    EMA_PREFIX,
+    NEVER_REACHED,
+    AIMEConfig,
+    AIMERun,
+    canonical_init,
+    ema_keys,
+)
 from twinframe.models.aime import noise as aime_noise
 from twinframe.models.aime.schedule import hyper as step_hyper
+from twinframe.models.layout import apply_rule
 from twinframe.parity.compare import Comparison
 from twinframe.parity.optim_inputs import grads_and_moments, prime_torch_optimizer
 from twinframe.parity.twins import Twins
@@ -39,7 +46,6 @@ from twinframe.torch_ref.aime import perceiver as t_per
 from twinframe.torch_ref.aime import prims as t_pr
 from twinframe.torch_ref.aime import prior as t_prior
 from twinframe.torch_ref.aime import train as t_train
-from twinframe.torch_ref.aime.model import forward_sequence
 
 
 def _spec():
@@ -143,10 +149,10 @@ def level_l0_goldens(run: AIMERun) -> list[Comparison]:
         tag = f"gamma_kl({k},{r};{a0},{b0})"
         ten = [torch.tensor([float(x)]) for x in (k, r)] + [torch.tensor(float(a0)),
                                                               torch.tensor(float(b0))]
-        out.append(_golden(f"{tag}.torch", t_prior.gamma_kl(*ten), want))
+        out.append(_golden(f"{tag}.torch", t_prior.gamma_kl(*ten), want, "aime.L0.golden_kl"))
         out.append(_golden(f"{tag}.jax", f_prior.gamma_kl(
             jnp.asarray([k], jnp.float32), jnp.asarray([r], jnp.float32), jnp.float32(a0),
-            jnp.float32(b0)), want))
+            jnp.float32(b0)), want, "aime.L0.golden_kl"))
     v = np.array([[0.5, 0.25, 0.8, 0.1]], np.float32)
     perm = np.argsort(np.array([[0.7, 0.1, 0.9, 0.3]]), kind="stable")
     for tag, pm, want in (("stick", None, [0.5, 0.125, 0.3, 0.0075, 0.0675]),
@@ -159,12 +165,13 @@ def level_l0_goldens(run: AIMERun) -> list[Comparison]:
     for k, (lg, mu, ls, c) in enumerate((
             (0.3, (0.1, -0.3, 0.5), (-2, -1.5, -3), (0.2, -0.4, 0.1)),
             (-0.2, (0, 0.2, -0.9), (-1, -2.5, -2), (0, 0.3, -0.2)))):
-        y[0, 10 * k:10 * k + 10, 0, 0] = [lg, *mu, *ls, *np.arctanh(np.array(c))]
+        y[0, 10 * k:10 * k + 10, 0, 0] = [lg, *mu, *ls, *c]  # raw: the coupling is tanh(c)
     for xv, want in (((0.12, -0.25, 0.4), 14.8522463), ((-1, 0, 1), 17.5234013)):
         x = np.array(xv, np.float32).reshape(1, 3, 1, 1)
-        out.append(_golden(f"mdl_nll{xv}.torch", t_nvae.mdl_nll(_t(y), _t(x)), [want]))
+        tol = "aime.L0.golden_edge" if max(map(abs, xv)) > 0.999 else "aime.L0.golden"
+        out.append(_golden(f"mdl_nll{xv}.torch", t_nvae.mdl_nll(_t(y), _t(x)), [want], tol))
         out.append(_golden(f"mdl_nll{xv}.jax", f_nvae.mdl_nll(jnp.asarray(y), jnp.asarray(x)),
-                           [want]))
+                           [want], tol))
     sp = np.array([1.0, -1.0], np.float32)
     out.append(_golden("softplus_half.torch", t_pr.softplus_half(_t(sp)), [1.9481540, 0.9481540]))
     out.append(_golden("softplus_half.jax", f_pr.softplus_half(jnp.asarray(sp)),
@@ -371,12 +378,8 @@ def _jit_modules(cfg: AIMEConfig) -> dict[str, Callable]:
     def lstm(p, x, h, c):
         return f_pr.lstm_step(p["_rnn"]["lstm"], x, h, c, cfg.lstm_layers)
 
-    def forward(p, frozen, teacher, batch):
-        return f_model.forward(p, frozen, teacher, batch, cfg)
-
     fns = dict(context=context, encoder=encoder, decoder=decoder, teacher=teacher,
-               posterior=posterior, phi=phi, aprior=aprior, dpgmm=dpgmm, lstm=lstm,
-               forward=forward)
+               posterior=posterior, phi=phi, aprior=aprior, dpgmm=dpgmm, lstm=lstm)
     return {k: jax.jit(f) for k, f in fns.items()}
 
 
@@ -455,8 +458,9 @@ def level_l1(cfg: AIMEConfig, run: AIMERun) -> list[Comparison]:
     sj = fns["phi"](p, pj["bottleneck"], pj["coords"], jnp.asarray(nz["eps_att"][0]))
     pm_j, dx_j, dy_j = fns["aprior"](p, jnp.asarray(amap.numpy()), jnp.asarray(h),
                                       jnp.asarray(zprev.numpy()))
-    for k in ("map", "coords", "bottleneck", "div"):
-        out.append(_cmp(L, f"posterior.{k}", pt[k], pj[k], tol))
+    for k in ("map", "coords", "bottleneck", "div"):  # coords at init: a cancellation
+        out.append(_cmp(L, f"posterior.{k}", pt[k], pj[k],
+                        "aime.L1.cancellation" if k == "coords" else tol))
     out += [_cmp(L, "phi_attention.state", st_att, sj, tol),
             _cmp(L, "attention_prior.map", pm_t, pm_j, tol),
             _cmp(L, "attention_prior.dx", dx_t, dx_j, tol),
@@ -498,29 +502,6 @@ def level_l1(cfg: AIMEConfig, run: AIMERun) -> list[Comparison]:
     return out
 
 
-def level_l1_forward(cfg: AIMEConfig, run: AIMERun) -> list[Comparison]:
-    """The whole training forward (no backward): task losses and their components."""
-    tw = Twins.build(_spec(), cfg, seed=run.seed)
-    model, p, frozen = tw.torch_model, tw.params, tw.frozen
-    model.train()
-    inp = _inputs(cfg, run)
-    shadow = {k: v.detach().clone() for k, v in model.encoder.named_parameters()}
-    with torch.no_grad():
-        ot = forward_sequence(model, _t(inp["x"]), _t(inp["actions"]),
-                              {k: _t(v) for k, v in inp["noise"].items()}, inp["hyper"], shadow)
-    batch = {"x": jnp.asarray(inp["x"]), "actions": jnp.asarray(inp["actions"]),
-             "noise": {k: jnp.asarray(v) for k, v in inp["noise"].items()},
-             "hyper": {k: jnp.float32(v) for k, v in inp["hyper"].items()}}
-    tasks, aux = _jit_modules(cfg)["forward"](p, frozen, p["encoder"], batch)
-    out = [_cmp("L1", f"forward.task.{n}", t, tasks[i], "aime.L1.loss")
-           for i, (n, t) in enumerate(zip(("elbo", "perceiver", "predictive"), ot.tasks,
-                                          strict=False))]
-    for k, v in ot.parts.items():
-        tol = "aime.L1.small_loss" if k in ("gram", "att_kl", "dyn") else "aime.L1.loss"
-        out.append(_cmp("L1", f"forward.{k}", v, aux["parts"][k], tol))
-    return out
-
-
 # ----------------------------------------------------------------------------------------------
 # L2 / L3 / L4 from one call of the whole training step (the engines' compiled step)
 
@@ -536,11 +517,36 @@ def _both_engines(cfg: AIMEConfig, run: AIMERun):
     return te, je, AIMEHost(cfg, run)
 
 
+INIT_CHECKS = (  # aime.md §8 "robust init checks": (record field, golden, tolerance key)
+    ("div", lambda cfg: 1.0, "aime.init.diversity"),
+    ("gram", lambda cfg: 0.0, "aime.init.gram"),
+    ("att_kl", lambda cfg: 0.0, "aime.init.att_kl"),
+    ("ce", lambda cfg: math.log(cfg.num_codes + 1), "aime.init.ce"),
+    ("recon", lambda cfg: 21.2, "aime.init.recon"),
+)
+
+
+def init_checks(framework: str, rec: dict, cfg: AIMEConfig) -> list[Comparison]:
+    """aime.md §8's robust checks of the losses at the canonical init (the single-draw loss
+    values move with the init and the noise; these do not): identical slot maps (diversity 1),
+    zero gates (gram 0), near-uniform attention maps (attention KL ~0), a uniform token
+    predictor (CE ~ log(V+1)), reconstruction NLL 21.0-21.4."""
+    return [_cmp("L1", f"init.{k}.{framework}", np.float32(want(cfg)), np.float32(rec[k]), tol)
+            for k, want, tol in INIT_CHECKS]
+
+
 def level_step(cfg: AIMEConfig, run: AIMERun) -> list[Comparison]:
     """One training step in both frameworks from the same state and inputs (JAX given the
-    reference's decisions): every task's loss and gradient on every leaf (L2), the mutable
-    state after the step (L3), the RGB-combined gradient, alpha, the updated parameters and the
-    EMA teacher (L4, from the step's own inputs)."""
+    reference's decisions): the task losses and their components (L1, the full forward), every
+    task's gradient on every leaf (L2), the mutable state after the step (L3), and L4: each
+    framework's RGB-combined gradient G and alpha, then the JAX optimiser (clip + AdamW groups)
+    and EMA teacher update applied to torch's G and torch's updated encoder (identical inputs),
+    against torch's updated parameters, Adam moments and teacher.
+
+    The updates each framework makes from its *own* G are not compared here: on leaves whose
+    gradient is rounding noise (the keys of softmax attention over near-identical latents at
+    init) Adam turns sign differences into full +-lr steps; that comparison is the L5 curve's,
+    judged against its measured noise floor (aime.md §7 L5)."""
     te, je, host = _both_engines(cfg, run)
     inp = host.inputs()
     mt, dt = te.step(inp, None, keep_grads=True)
@@ -551,9 +557,13 @@ def level_step(cfg: AIMEConfig, run: AIMERun) -> list[Comparison]:
         out.append(_cmp("L2", f"decisions.{k}", dt[k], dj[k], "aime.L0.decision"))
     names = ("elbo", "perceiver", "predictive")
     for n in names:
-        out.append(_cmp("L2", f"task.{n}", mt[n], mj[n], "aime.L1.loss"))
+        out.append(_cmp("L1", f"task.{n}", mt[n], mj[n], "aime.L1.loss"))
     for k in ("recon", "kl_z", "hier", "ent", "div", "perc", "ce", "vq"):
-        out.append(_cmp("L2", f"part.{k}", mt[k], mj[k], "aime.L1.loss"))
+        out.append(_cmp("L1", f"part.{k}", mt[k], mj[k], "aime.L1.loss"))
+    for k in ("gram", "att_kl", "dyn"):
+        out.append(_cmp("L1", f"part.{k}", mt[k], mj[k], "aime.L1.small_loss"))
+    for fw, m in (("torch", mt), ("jax", mj)):
+        out += init_checks(fw, m, cfg)
     tg = te.last.task_grads
     jg = jax.device_get(je.last_out["task_grads"])
     sub = lay.params
@@ -579,42 +589,78 @@ def level_step(cfg: AIMEConfig, run: AIMERun) -> list[Comparison]:
             tol = "aime.L0.decision" if r.dtype != "float32" else "aime.L3.state"
             out.append(_cmp("L3", f"state.{r.torch_key}", sd[r.torch_key],
                             state_j[r.torch_key], tol))
-    # L4: RGB output, alpha, updated parameters, EMA teacher
+    # L4: RGB output and alpha of each framework
     G_t = te.last.G
     G_j = sub.tree_to_torch(jax.device_get(je.last_out["G"]))
     G_jflat = np.concatenate([G_j[k].reshape(-1) for k in reached])
     out.append(_cmp("L4", "rgb.G", G_t, G_jflat, "aime.L4.rgb"))
     out.append(_cmp("L4", "rgb.alpha", np.asarray(mt["alpha"]), np.asarray(mj["alpha"]),
                     "aime.L4.rgb"))
+    out += _update_from_torch_grad(cfg, run, te, G_t, reached)
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _jit_update(cfg: AIMEConfig, run: AIMERun) -> tuple[Callable, Callable]:
+    """The JAX optimiser after RGB (clip + AdamW groups, first step) and the EMA teacher
+    update, each jitted alone (seconds to compile)."""
+    from twinframe.functional.aime.train import ema_update
+
+    inner = f_opt.make_optimizer(run).inner
+
+    def update(G, params):
+        upd, st = inner.update(G, inner.init(params), params)
+        return optax.apply_updates(params, upd), st
+
+    def ema(enc, shadow, n, decay):
+        return ema_update(enc, shadow, n, decay)
+
+    return jax.jit(update), jax.jit(ema)
+
+
+def _update_from_torch_grad(cfg: AIMEConfig, run: AIMERun, te, G_t: np.ndarray,
+                         reached: list[str]) -> list[Comparison]:
+    """L4 from identical inputs: torch's G applied by the JAX optimiser to the pre-step
+    parameters; torch's updated encoder folded into the pre-step teacher by the JAX EMA."""
+    from twinframe.models.layout import flatten_tree
+
+    lay = te.layout
+    sub = lay.params
     p0 = canonical_init(cfg, run.seed)
-    pt, pj = te.params_torch_layout(), je.params_torch_layout()
-    offs = np.cumsum([0] + [int(np.prod(p0[k].shape)) for k in reached])
-    noise = {}
-    for i, k in enumerate(reached):
-        gt_k, gj_k = G_t[offs[i]:offs[i + 1]], G_jflat[offs[i]:offs[i + 1]]
-        err, size = float(np.linalg.norm(gt_k - gj_k)), float(np.linalg.norm(gt_k))
-        noise[k] = err > 0.1 * size
-    ct, cj = te.export_carry(), je.export_carry()
-    rows = {r.name: r for r in lay.carry}
-    from twinframe.models.aime.tree import mix_code
-    from twinframe.models.layout import apply_rule
-
-    def upd(name: str, k: str, a: np.ndarray, b: np.ndarray) -> Comparison:
-        if not noise[k]:
-            return _cmp("L4", name, a, b, "aime.L4.update")
-        step = 2 * run.lr * mix_code(p0[k].ndim, k)[0]
-        return dataclasses.replace(
-            _cmp("L4", name, a, b, "aime.L4.update_noise",
-                 "gradient is rounding noise here (shift-invariant softmax / constant keys)"),
-            scale=step)
-
+    named = dict(te.model.named_parameters())
+    G = {k: np.zeros(tuple(named[k].shape), np.float32) for k in lay.trainable_keys()}
+    off = 0
     for k in reached:
-        out.append(upd(f"update.{k}", k, pt[k] - p0[k], pj[k] - p0[k]))
+        n = int(np.prod(G[k].shape))
+        G[k] = G_t[off:off + n].reshape(G[k].shape)
+        off += n
+
+    def tree(d: dict) -> Any:
+        return jax.tree_util.tree_map(jnp.asarray, sub.torch_to_tree(
+            {k: d[k] for k in lay.trainable_keys()}))
+
+    update, ema = _jit_update(cfg, run)
+    params0 = tree(p0)
+    new, st = update(tree(G), params0)
+    params_j = sub.tree_to_torch(jax.device_get(new))
+    adam = st[-1]
+    mu, nu = sub.tree_to_torch(jax.device_get(adam.mu)), sub.tree_to_torch(jax.device_get(adam.nu))
+    pt = te.params_torch_layout()
+    out = []
+    for k in reached:
+        out.append(_cmp("L4", f"adamw.param.{k}", pt[k], params_j[k], "aime.L4.optimizer"))
+        ost = te.opt.state[named[k]]
+        out.append(_cmp("L4", f"adamw.exp_avg.{k}", ost["exp_avg"], mu[k], "aime.L4.optimizer"))
+        out.append(_cmp("L4", f"adamw.exp_avg_sq.{k}", ost["exp_avg_sq"], nu[k],
+                        "aime.L4.optimizer"))
+    shadow, _ = ema(tree(pt)["encoder"], params0["encoder"], jnp.int32(0),
+                    jnp.float32(run.ema_decay))
+    flat = flatten_tree({"params": {"encoder": jax.device_get(shadow)}})
+    rows = lay.table.by_key()
+    ct = te.export_carry()
     for k in ema_keys(cfg):
-        if k in NEVER_REACHED:
-            continue
-        jk = apply_rule(rows[f"ema/{k}"].rule, cj[f"ema/{k}"])
-        out.append(upd(f"ema.{k}", k, ct[f"ema/{k}"] - p0[k], jk - p0[k]))
+        jk = apply_rule(rows[k].rule, np.asarray(flat[rows[k].path]))
+        out.append(_cmp("L4", f"ema.{k}", ct[f"{EMA_PREFIX}{k}"], jk, "aime.L4.optimizer"))
     return out
 
 
@@ -672,13 +718,76 @@ def level_l4_optim(cfg: AIMEConfig, run: AIMERun) -> list[Comparison]:
     return out
 
 
+# Trained leaves the model's function does not depend on (their gradient is exactly zero; both
+# frameworks move them by Adam steps on rounding noise): key pattern -> reason.
+_SHIFT = "shifts every logit of a softmax row by the same q.b"
+NO_EFFECT = {
+    r"perceiver_model\.model\.(encoder|temporal|decoder)_cross_attn\.attention\.k_proj\.bias":
+        _SHIFT,
+    r"perceiver_model\.model\.(encoder|temporal)_self_attn\.\d+\.0\.module\.attention\."
+    r"k_proj\.bias": _SHIFT,
+    r"attention_prior_posterior\.prior_net\.output_projection\.3\.bias":
+        "added to every logit of the prior map's softmax over positions",
+    r"attention_prior_posterior\.posterior_net\.slot_attn\.norm_s\.bias":
+        "to_q has no bias: adds to_q(beta).k_n to every slot's logit at position n, and the "
+        "slot-attention softmax runs over slots",
+}
+
+
+def no_effect_reason(key: str) -> str | None:
+    """Why the model's function does not depend on trained tensor `key` (None if it does)."""
+    import re
+
+    return next((why for pat, why in NO_EFFECT.items() if re.fullmatch(pat, key)), None)
+
+
+def judge_l5_params(level: str, tag: str, main, pert) -> list[Comparison]:
+    """aime.md §7 L5: per trained leaf ||theta_jax - theta_torch|| <= 1e-2 ||theta_N - theta_0||
+    (Adam turns tiny sign differences into full +-lr steps, so elementwise bounds cannot hold).
+    The change scale is at least 1% of what Adam moves a leaf in N steps at full speed
+    (N * lr_leaf * sqrt(size)): a leaf that moved less has a gradient below Adam's eps -- at
+    init the keys of the perceiver's attention over near-identical latents, zero-initialised
+    biases -- so its N-step change is lr/eps times rounding noise in either framework. Leaves
+    the model's function does not depend on (`NO_EFFECT`, exact zero gradient) must only stay
+    within twice that full-speed movement."""
+    from twinframe.models.aime.tree import mix_code
+
+    del pert  # the 1-ulp-start floor does not see rounding-noise gradients (aime.md §7 L5)
+    run, (pt, pj), p0 = main.run, main.params, main.start
+    steps = len(main.torch["loss"])
+    out = []
+    for k in pt:
+        a, b, z = (x.astype(np.float64) for x in (pt[k], pj[k], p0[k]))
+        d = float(np.linalg.norm(b - a))
+        change = max(float(np.linalg.norm(a - z)), float(np.linalg.norm(b - z)))
+        speed = steps * run.lr * mix_code(a.ndim, k)[0] * math.sqrt(a.size)
+        name = f"{tag}.params.{k}"
+        why = no_effect_reason(k)
+        if why:
+            out.append(Comparison(level, name, np.zeros(1), np.array([d]), "aime.L5.no_effect",
+                                  note=why, scale=speed))
+        else:
+            scale = max(change, 1e-2 * speed)
+            note = (f"||theta_N - theta_0|| {change:.2e}" if change >= 1e-2 * speed else
+                    f"untrained: ||theta_N - theta_0|| {change:.2e} < 1% of Adam's {speed:.2e}")
+            out.append(Comparison(level, name, np.zeros(1), np.array([d]), "aime.L5.params",
+                                  note=note, scale=scale))
+    return out
+
+
 def levels(cfg: AIMEConfig, run: AIMERun) -> dict[str, Callable[[], list[Comparison]]]:
-    """Level name -> thunk, in report order. L1 runs the modules at `cfg`; L2-L4 compile the
-    whole step once (shared with the engines)."""
+    """Level name -> thunk, in report order. L1 runs each module at `cfg` (each jitted alone);
+    the whole step (the one whole-step compilation, shared with the engines) gives the full
+    forward's losses (L1), the gradients (L2), the state (L3) and RGB/AdamW/EMA (L4)."""
+    def threads(fn: Callable[[], list[Comparison]]) -> Callable[[], list[Comparison]]:
+        def thunk() -> list[Comparison]:
+            with t_pr.torch_threads(run.torch_threads):
+                return fn()
+        return thunk
+
     return {
-        "L0": lambda: level_l0_primitives(cfg, run.seed) + level_l0_goldens(run),
-        "L1": lambda: level_l1(cfg, run),
-        "L1-forward": lambda: level_l1_forward(cfg, run),
-        "L4-optim": lambda: level_l4_optim(cfg, run),
-        "L2/L3/L4": lambda: level_step(cfg, run),
+        "L0": threads(lambda: level_l0_primitives(cfg, run.seed) + level_l0_goldens(run)),
+        "L1": threads(lambda: level_l1(cfg, run)),
+        "L4-optim": threads(lambda: level_l4_optim(cfg, run)),
+        "L1/L2/L3/L4": threads(lambda: level_step(cfg, run)),
     }

@@ -82,6 +82,9 @@ def run(
 class CurveResult:
     records: list[Record]
     curves: dict[str, dict]
+    # {framework: torch-layout model state at the end of the main run}, for models with
+    # `visualize` (the report's pictures)
+    states: dict[str, StateDict] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -93,6 +96,9 @@ class LockstepRun:
     params: tuple[StateDict, StateDict]
     mismatches: int
     notes: list[str]
+    states: dict[str, StateDict] = dataclasses.field(default_factory=dict)
+    start: StateDict = dataclasses.field(default_factory=dict)  # trained params at step 0
+    run: Any = None  # the run config it ran with
 
 
 def ulp_up(state: StateDict, keys: tuple[str, ...]) -> StateDict:
@@ -100,26 +106,31 @@ def ulp_up(state: StateDict, keys: tuple[str, ...]) -> StateDict:
     out = dict(state)
     for k in keys:
         x = np.asarray(state[k])
-        out[k] = np.nextafter(x, np.array(np.inf, x.dtype))
+        out[k] = np.asarray(np.nextafter(x, np.array(np.inf, x.dtype)))  # 0-d stays an array
     return out
 
 
 def perturbed_start(spec: ModelSpec, cfg: Any, run: Any) -> StateDict:
-    """The canonical init with every trained tensor moved by one ulp (the noise-floor start)."""
-    return ulp_up(spec.canonical_init(cfg, run.seed), spec.layout(cfg).trainable_keys())
+    """The canonical init with every trained tensor moved by one ulp (the noise-floor start);
+    a tensor registered under two keys (an alias row: same path) moves under both."""
+    rows = spec.layout(cfg).table.rows
+    return ulp_up(spec.canonical_init(cfg, run.seed),
+                  tuple(r.torch_key for r in rows if r.path[0] == "params"))
 
 
 def lockstep(spec: ModelSpec, cfg: Any, run: Any, steps: int, state: StateDict | None = None,
-             progress: Callable[[int], None] | None = None, host: Host | None = None
-             ) -> LockstepRun:
+             progress: Callable[[int], None] | None = None, host: Host | None = None,
+             keep_states: bool = False) -> LockstepRun:
     """Both engines on one host (default: the model's own) for `steps` steps from `state`
-    (default: canonical init)."""
+    (default: canonical init); `keep_states`: also each engine's whole model state at the end
+    (torch layout)."""
     lock = Lockstep(spec, cfg, run, host=host, state=state)
     metrics = spec.curve.metrics
     series: tuple[dict[str, list[float]], dict[str, list[float]]] = (
         {k: [] for k in metrics}, {k: [] for k in metrics})
     notes: list[str] = []
     try:
+        start = lock.params()[0]
         for i in range(steps):
             mt, mj, note = lock.step()
             for k in metrics:
@@ -129,7 +140,13 @@ def lockstep(spec: ModelSpec, cfg: Any, run: Any, steps: int, state: StateDict |
                 notes.append(f"step {i + 1}: {note}")
             if progress:
                 progress(i + 1)
-        return LockstepRun(series[0], series[1], lock.params(), lock.mismatches, notes)
+        states = {}
+        for e in lock.engines if keep_states else ():
+            model = e.export_state()["model"]
+            states[e.framework] = (model if e.framework == "torch" else
+                                   spec.layout(cfg).table.tree_to_torch(model))
+        return LockstepRun(series[0], series[1], lock.params(), lock.mismatches, notes, states,
+                           start, run)
     finally:
         lock.close()
 
@@ -174,7 +191,8 @@ def curve_comparisons(spec: ModelSpec, level: str, tag: str, main: LockstepRun,
     comps.append(Comparison(level, f"{tag}.{spec.curve.mismatch_label}", np.zeros(1),
                             np.array([main.mismatches]), "L5.mismatches",
                             note="; ".join(main.notes[:3])))
-    return comps + params_against_floor(level, tag, main, pert)
+    judge = spec.curve.judge_params or params_against_floor
+    return comps + judge(level, tag, main, pert)
 
 
 def run_curve(spec: ModelSpec, cfg: Any, run: Any, steps: int, label: str = "",
@@ -192,7 +210,7 @@ def run_curve(spec: ModelSpec, cfg: Any, run: Any, steps: int, label: str = "",
         if progress and i % 10 == 0:
             progress(f"{spec.name} L5{label}: step {i}/{steps}")
 
-    main = lockstep(spec, cfg, run, steps, progress=tick)
+    main = lockstep(spec, cfg, run, steps, progress=tick, keep_states=spec.visualize is not None)
     pert = lockstep(spec, cfg, run, steps, perturbed_start(spec, cfg, run))
     comps = curve_comparisons(spec, "L5", f"curve{label}", main, pert)
     records = [score(spec.name, c) for c in comps]
@@ -212,7 +230,7 @@ def run_curve(spec: ModelSpec, cfg: Any, run: Any, steps: int, label: str = "",
         "series": {k: {"torch": main.torch[k], "jax": main.jax[k]}
                    for k in spec.curve.metrics if k != "loss"},
         "summary": summary}}
-    return CurveResult(records, curves)
+    return CurveResult(records, curves, main.states)
 
 
 def run_switch(spec: ModelSpec, cfg: Any, run: Any, steps: int, src: str, dst: str

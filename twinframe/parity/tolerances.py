@@ -307,9 +307,19 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ),
     ("aime.L0.golden_kl", "float32"): T(
         "allclose", 5e-6, 2e-6,
-        "Kumaraswamy->Beta KL, the reference's own f32 values (aime.md §8): a 10-term lgamma "
-        "series whose terms are O(1) while the result can be ~1e-5 (a=b=1: 1.18e-5 where the "
-        "exact value is 0), so lgamma implementations differing by an ulp move it by ~1e-6.",
+        "Kumaraswamy->Beta and Gamma KLs, the reference's own f32 values (aime.md §8): sums of "
+        "O(1-10) lgamma/digamma terms (the 10-term series can end at ~1e-5: a=b=1 gives "
+        "1.18e-5 where the exact value is 0). JAX's f32 lgamma (XLA) is up to 1e-6 absolute "
+        "off (measured: +1.0e-6 at 6.0, -9e-7 at 1.9477; torch's < 6e-8), so a KL can move "
+        "by a few 1e-6 (Gamma KL (1.9477, 0.9481; 6, 2): 3.2e-6).",
+    ),
+    ("aime.L0.golden_edge", "float32"): T(
+        "allclose", 0.0, 1e-5,
+        "MDL NLL golden with pixels at the edge bins (x = -1, 1: p = sigma(.) and "
+        "1 - sigma(.)), the reference's f32 value (aime.md §8). 1 - sigma(z) with sigma(z) "
+        "near 1 cancels, and XLA's and torch's f32 exp/sigmoid differ by an ulp on 0.4% of "
+        "inputs (measured), so the JAX value is 4.4e-6 relative off the golden (float64: "
+        "17.5234192; torch f32 17.5234013; JAX f32 17.523325).",
     ),
     ("aime.L0.rgb", "float32"): T(
         "allclose", 2e-7, 0.0,
@@ -336,6 +346,15 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
         "allclose", 1e-7, 1e-5, "Scalar losses: rtol 1e-5 (aime.md §7 L1); atol 1e-7 for "
         "components that are ~0 at init.",
     ),
+    ("aime.L1.cancellation", "float32"): T(
+        "scaled", 0.0, 1e-3,
+        "Attention-posterior slot coordinates at init: the slot maps are identical and near "
+        "uniform, so each slot centre sum_n p_n*x_n (|x| <= 1) cancels to ~1e-5 and the "
+        "LayerNorm after it amplifies the f32 rounding of p_n. Measured against a float64 "
+        "evaluation of the same module (tiny): torch f32 is 1.6e-4 and JAX f32 2.1e-4 of "
+        "max|ref| off, so no f32 pair meets 1e-4 here; 1e-3 (5x the measured) still fails "
+        "any change of the coordinates' computation.",
+    ),
     ("aime.L1.small_loss", "float32"): T(
         "allclose", 1e-6, 1e-3,
         "Loss components that are differences of nearly equal terms at init (gram ~1e-12: "
@@ -344,6 +363,42 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
         "size, so they are judged with atol 1e-6 (their contribution to the task losses is "
         "checked by aime.L1.loss).",
     ),
+    ("aime.L5.params", "float32"): T(
+        "scaled", 0.0, 1e-2,
+        "Candidate = ||theta_jax - theta_torch|| per trained leaf after the N lockstep steps; "
+        "scale = ||theta_N - theta_0|| (the larger framework's), at least 1% of N*lr*sqrt(size) "
+        "(aime.md §7 L5: <= 1e-2 of the change; Adam makes tiny sign differences full +-lr "
+        "steps). Leaves that moved less than 1% of Adam's full speed have gradients below "
+        "Adam's eps at init (the perceiver attention's queries/keys over near-identical latents, "
+        "zero-initialised biases): their change is lr/eps times rounding noise and differs "
+        "between any two f32 codes (measured, micro, 20 steps: 2e-9..2e-7 apart; a 1-ulp "
+        "start moves them only 1e-10, so the generic noise floor does not apply).",
+        scale_name="max(change, 1% Adam full speed)",
+    ),
+    ("aime.L5.no_effect", "float32"): T(
+        "scaled", 0.0, 2.0,
+        "Trained leaves the model's outputs do not depend on (exact zero gradient by "
+        "construction: key biases of softmax attention, the bias before the prior map's "
+        "softmax, the slot queries' LayerNorm bias under a softmax over slots; the note says "
+        "which): both frameworks move them by Adam steps on rounding noise, so they must only "
+        "stay within 2x Adam's full-speed movement N*lr*sqrt(size).",
+        scale_name="N*lr*sqrt(size)",
+    ),
+    ("aime.init.diversity", "float32"): T(
+        "allclose", 1e-4, 0.0, "Attention diversity at init = 1.0000: the slot maps are "
+        "identical (aime.md §8 robust init checks, measured 0.99999988)."),
+    ("aime.init.gram", "float32"): T(
+        "allclose", 1e-9, 0.0, "Gram loss at init ~0 (gates 0: student and teacher features "
+        "agree; aime.md §8: 1.8e-12 default, 3e-13 tiny)."),
+    ("aime.init.att_kl", "float32"): T(
+        "allclose", 1e-3, 0.0, "Attention KL at init ~0 (two near-uniform maps; aime.md §8: "
+        "3.2e-5 default, 2.2e-4 tiny)."),
+    ("aime.init.ce", "float32"): T(
+        "allclose", 0.0, 1e-3, "Perceiver CE at init = log(V+1): an untrained predictor is "
+        "uniform over the V+1 classes (aime.md §8: 6.93 default, 3.50 tiny, 2.83 micro)."),
+    ("aime.init.recon", "float32"): T(
+        "allclose", 0.25, 0.0, "Reconstruction NLL at init in 21.0-21.4 (aime.md §8, over "
+        "inits and noise draws; reference value = the middle, 21.2)."),
     ("aime.L2.grad", "float32"): T(
         "scaled", 1e-7, 1e-3,
         "Each task's gradient per leaf from the whole step: max|dg| <= 1e-3*max|g| + 1e-7 "
@@ -353,7 +408,10 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
         "scaled", 1e-7, 1e-3,
         "Leaves reached through the implicit gamma gradient (alpha posterior): torch's "
         "_standard_gamma_grad and jax.lax.random_gamma_grad are different numerical routines "
-        "(up to 8e-4 relative in the tails, aime.md §4, §10.5): rtol 1e-3.",
+        "(up to 8e-4 relative in the tails, aime.md §4, §10.5): rtol 1e-3 (aime.md §7 L2). "
+        "Below the two-feature LayerNorm `gamma_ln_out` both frameworks use its closed-form "
+        "derivative (LNPair / layer_norm_pair): with the generic LayerNorm backward each f32 "
+        "code was 2-4% off a float64 evaluation there.",
     ),
     ("aime.L2.cosine", "float32"): T(
         "allclose", 1e-5, 0.0,
@@ -371,24 +429,8 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("aime.L4.optimizer", "float32"): T(
         "allclose", 1e-10, 1e-6,
         "AdamW (groups, cosine schedule) from identical gradients and moments: elementwise "
-        "rtol 1e-6 (aime.md §7 L4); the learning rate is f32 in JAX, f64 in torch.",
-    ),
-    ("aime.L4.update", "float32"): T(
-        "rel_l2", 0.0, 1e-2,
-        "Per leaf, the change of the parameters (and of the EMA teacher) made by one whole step "
-        "from the same state: Adam's first step is lr*sign(g) wherever |g| >> eps, so the "
-        "frameworks agree except where a gradient element is ~0 and its sign follows the "
-        "rounding; judged as ||d(delta)|| <= 1e-2*||delta|| (aime.md §7 L5's criterion for "
-        "one step).",
-    ),
-    ("aime.L4.update_noise", "float32"): T(
-        "scaled", 0.0, 1.0,
-        "Leaves whose gradient is mathematically zero and numerically rounding noise (k "
-        "biases of softmax attention are shift-invariant; the context attention's queries "
-        "meet identical keys): the two frameworks' G differ by more than 10% there, Adam turns "
-        "either noise into steps of up to 2*lr, so both updates must only stay within one "
-        "Adam step of each other: max|d| <= 2*lr*lr_mult.",
-        scale_name="2*lr",
+        "rtol 1e-6 (aime.md §7 L4); the learning rate is f32 in JAX, f64 in torch. Also the "
+        "EMA teacher from identical parameters (decay factor f32 in JAX, f64 in torch).",
     ),
 }
 

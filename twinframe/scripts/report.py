@@ -49,9 +49,14 @@ def main(args: argparse.Namespace) -> int:
         for res in results_l5:
             records += res.records
             curves.update(res.curves)
+        images = {}
+        if spec.visualize is not None and results_l5 and results_l5[0].states:
+            for fw, state in results_l5[0].states.items():
+                for caption, png in spec.visualize(cfg, run, state).items():
+                    images[f"{fw} after the {args.curve}-step curve: {caption}"] = png
         results.append(report.ModelResult(name, preset, {**cfg.to_dict(), **run.to_dict()},
                                           records, curves,
-                                          time.perf_counter() - t1))
+                                          time.perf_counter() - t1, images))
         failed = sum(not r.passed for r in records)
         print(f"[{name}] {len(records) - failed}/{len(records)} passed", flush=True)
     path = report.write(args.out, results, report.environment(), time.perf_counter() - t0)

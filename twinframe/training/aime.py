@@ -7,12 +7,11 @@ tokens) are passed to the later engines, which use them and report their own; ev
 id is a counted mismatch (aime.md §7).
 
 Train state besides model and AdamW moments (carry rows, `models.aime.carry_rows`): the EMA
-teacher (`ema/<key>`, `ema_n`) and the RGB state (`rgb/d/<key>`, `rgb_alpha`, `rgb_count`).
+teacher (`ema.<key>`, `ema_n`) and the RGB state (`rgb_d.<key>`, `rgb_alpha`, `rgb_count`).
 """
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -20,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from twinframe.contract import StepResult
-from twinframe.models.aime import NEVER_REACHED, AIMEConfig, AIMERun, ema_keys, trained_keys
+from twinframe.models.aime import (
+    EMA_PREFIX,
+    NEVER_REACHED,
+    RGB_D_PREFIX,
+    AIMEConfig,
+    AIMERun,
+    ema_keys,
+    trained_keys,
+)
 from twinframe.models.aime import noise as aime_noise
 from twinframe.models.aime.schedule import hyper as step_hyper
 from twinframe.models.aime.schedule import lr_at
@@ -144,11 +151,15 @@ class AIMETorchEngine(TorchEngine):
     def step(self, inp: StepInputs, reference: dict | None = None,
              keep_grads: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         del reference  # the reference decides
+        from twinframe.torch_ref.aime.prims import torch_threads
+
         torch = self.torch
         noise = {k: torch.from_numpy(v) for k, v in inp.noise.items()}
-        res, self.shadow, self.ema_n = self.tt.train_step(
-            self.model, self.opt, torch.from_numpy(inp.x), torch.from_numpy(inp.actions), noise,
-            inp.hyper, self.shadow, self.ema_n, self.rgb, inp.step, self.run, keep_grads)
+        with torch_threads(self.run.torch_threads):
+            res, self.shadow, self.ema_n = self.tt.train_step(
+                self.model, self.opt, torch.from_numpy(inp.x), torch.from_numpy(inp.actions),
+                noise, inp.hyper, self.shadow, self.ema_n, self.rgb, inp.step, self.run,
+                keep_grads)
         self.rgb = res.rgb
         self.last = res
         o = res.out
@@ -158,10 +169,18 @@ class AIMETorchEngine(TorchEngine):
                      res.G_norm, res.rgb.alpha.tolist())
         return m, o.decisions
 
+    def runtime(self) -> dict[str, Any]:
+        out = super().runtime()
+        if self.run.torch_threads > 0 and "threads" in out:
+            out["threads"] = self.run.torch_threads  # what the steps run with
+        return out
+
     def export_carry(self) -> dict[str, np.ndarray]:
-        out = {f"ema/encoder.{k}": v.detach().cpu().numpy().copy() for k, v in self.shadow.items()}
+        out = {f"{EMA_PREFIX}encoder.{k}": v.detach().cpu().numpy().copy()
+               for k, v in self.shadow.items()}
         out["ema_n"] = np.asarray(self.ema_n, np.int32)
-        out.update({f"rgb/d/{k}": v for k, v in self.tt.rgb_d_by_key(self.rgb, self.model).items()})
+        out.update({f"{RGB_D_PREFIX}{k}": v
+                    for k, v in self.tt.rgb_d_by_key(self.rgb, self.model).items()})
         out["rgb_alpha"] = self.rgb.alpha.detach().cpu().numpy().astype(np.float32)
         out["rgb_count"] = np.asarray(self.rgb.count, np.int32)
         return out
@@ -170,21 +189,35 @@ class AIMETorchEngine(TorchEngine):
         if not carry:
             return
         torch = self.torch
-        self.shadow = {k[len("ema/encoder."):]: torch.from_numpy(np.array(v, np.float32))
-                       for k, v in carry.items() if k.startswith("ema/")}
+        pre = f"{EMA_PREFIX}encoder."
+        self.shadow = {k[len(pre):]: torch.from_numpy(np.array(v, np.float32))
+                       for k, v in carry.items() if k.startswith(pre)}
         self.ema_n = int(np.asarray(carry["ema_n"]))
-        d = self.tt.rgb_d_from_keys({k[len("rgb/d/"):]: v for k, v in carry.items()
-                                     if k.startswith("rgb/d/")}, self.model)
+        d = self.tt.rgb_d_from_keys({k[len(RGB_D_PREFIX):]: v for k, v in carry.items()
+                                     if k.startswith(RGB_D_PREFIX)}, self.model)
         self.rgb = self.tt.RGBState(d, torch.from_numpy(np.array(carry["rgb_alpha"], np.float32)),
                                     int(np.asarray(carry["rgb_count"])))
 
 
-@functools.lru_cache(maxsize=8)
-def jax_step(spec: ModelSpec, cfg: AIMEConfig, run_wo_lr: AIMERun):
-    """The jitted step of one (spec, model config, run config without its learning rate): the
-    base learning rate lives in the optimiser state, so runs that differ only in it share one
-    compilation."""
-    return spec.make_train_step(cfg, spec.jax_optimizer(run_wo_lr))
+def jax_step(spec: ModelSpec, cfg: AIMEConfig, run: AIMERun):
+    """The jitted step of `spec` at `cfg` with `spec.jax_optimizer`. A whole AIME step takes
+    1.5-2 minutes to compile on 2 CPU cores (aime.md §9), so one jitted function is shared by
+    every engine whose optimiser has the same `key` (what its update reads; the base learning
+    rate is optimiser state): runs differing in seed, learning rate, loss weights or
+    checkpointing, and specs with a replaced optimiser that keeps the key (the contract suite's
+    10%-larger learning rate), reuse one compilation per process. An optimiser without a key
+    gets its own."""
+    tx = spec.jax_optimizer(run)
+    key = getattr(tx, "key", None)
+    if key is None:
+        return spec.make_train_step(cfg, tx)
+    cache_key = (spec.make_train_step, cfg, key)
+    if cache_key not in _STEPS:
+        _STEPS[cache_key] = spec.make_train_step(cfg, tx)
+    return _STEPS[cache_key]
+
+
+_STEPS: dict[tuple, Any] = {}  # (make_train_step, model config, optimiser key) -> jitted step
 
 
 def _enc_rows(cfg: AIMEConfig) -> list[tuple[str, tuple]]:
@@ -207,7 +240,7 @@ class AIMEJaxEngine(JaxEngine):
     def __init__(self, spec: ModelSpec, cfg: AIMEConfig, run: AIMERun,
                  state: dict[str, np.ndarray] | None = None) -> None:
         super().__init__(spec, cfg, run, state)
-        self._step = jax_step(spec, cfg, run.replace(lr=0.0))
+        self._step = jax_step(spec, cfg, run)
         self.carry = {"ema": self.jax.tree_util.tree_map(self.jnp.array, self.params["encoder"]),
                       "ema_n": self.jnp.zeros([], self.jnp.int32)}
         self.last_out = None
@@ -239,14 +272,14 @@ class AIMEJaxEngine(JaxEngine):
     def export_carry(self) -> dict[str, np.ndarray]:
         get = self.jax.device_get
         ema = get(self.carry["ema"])
-        out = {f"ema/{k}": np.asarray(_get(ema, p)) for k, p in _enc_rows(self.cfg)}
+        out = {f"{EMA_PREFIX}{k}": np.asarray(_get(ema, p)) for k, p in _enc_rows(self.cfg)}
         out["ema_n"] = np.asarray(get(self.carry["ema_n"]), np.int32)
         rgb = self.opt_state[0]
         d = self.layout.params.tree_to_torch(get(rgb.rgb_d))
         rows = {r.torch_key: r for r in self.layout.params.rows}
         from twinframe.models.layout import apply_rule
 
-        out.update({f"rgb/d/{k}": apply_rule(rows[k].rule, v) for k, v in d.items()})
+        out.update({f"{RGB_D_PREFIX}{k}": apply_rule(rows[k].rule, v) for k, v in d.items()})
         out["rgb_alpha"] = np.asarray(get(rgb.rgb_alpha), np.float32)
         out["rgb_count"] = np.asarray(get(rgb.rgb_count), np.int32)
         return out
@@ -257,13 +290,14 @@ class AIMEJaxEngine(JaxEngine):
         jnp = self.jnp
         from twinframe.models.layout import apply_rule, unflatten_tree
 
-        enc = {p: jnp.asarray(np.asarray(carry[f"ema/{k}"], np.float32))
+        enc = {p: jnp.asarray(np.asarray(carry[f"{EMA_PREFIX}{k}"], np.float32))
                for k, p in _enc_rows(self.cfg)}
         self.carry = {"ema": self.to_device(unflatten_tree(enc)),
                       "ema_n": jnp.asarray(int(np.asarray(carry["ema_n"])), jnp.int32)}
         rows = {r.torch_key: r for r in self.layout.params.rows}
-        d_torch = {k[len("rgb/d/"):]: apply_rule(rows[k[len("rgb/d/"):]].rule, np.asarray(v))
-                   for k, v in carry.items() if k.startswith("rgb/d/")}
+        n = len(RGB_D_PREFIX)
+        d_torch = {k[n:]: apply_rule(rows[k[n:]].rule, np.asarray(v))
+                   for k, v in carry.items() if k.startswith(RGB_D_PREFIX)}
         d = self.to_device(self.layout.params.torch_to_tree(d_torch))
         rgb = self.opt_state[0]._replace(
             rgb_d=d, rgb_alpha=jnp.asarray(np.asarray(carry["rgb_alpha"], np.float32)),
@@ -276,12 +310,19 @@ class AIMEJaxEngine(JaxEngine):
 
 
 def write_png(path: Any, rgb: np.ndarray) -> None:
-    """uint8 [H, W, 3] -> PNG (zlib, no dependencies), written atomically."""
-    import struct
-    import zlib
+    """uint8 [H, W, 3] -> PNG file, written atomically."""
     from pathlib import Path
 
     from twinframe.store.io import atomic_write
+
+    blob = png_bytes(rgb)
+    atomic_write(Path(path), lambda p: p.write_bytes(blob))
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """uint8 [H, W, 3] -> PNG bytes (zlib, no dependencies)."""
+    import struct
+    import zlib
 
     h, w, _ = rgb.shape
     raw = b"".join(b"\x00" + np.ascontiguousarray(rgb[y]).tobytes() for y in range(h))
@@ -290,9 +331,8 @@ def write_png(path: Any, rgb: np.ndarray) -> None:
         return (struct.pack(">I", len(data)) + tag + data
                 + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
 
-    blob = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
-    atomic_write(Path(path), lambda p: p.write_bytes(blob))
 
 
 def frames_grid(rows: Sequence[np.ndarray], scale: int = 4, pad: int = 2) -> np.ndarray:
@@ -309,80 +349,29 @@ def frames_grid(rows: Sequence[np.ndarray], scale: int = 4, pad: int = 2) -> np.
     return out
 
 
-@functools.lru_cache(maxsize=4)
-def _jit_rollout(cfg: AIMEConfig, observe: int):
-    import jax
-    import jax.numpy as jnp
-
-    from twinframe.functional.aime import attention as fa
-    from twinframe.functional.aime import nvae as fn
-    from twinframe.functional.aime import prior as fp
-    from twinframe.functional.aime.perceiver import global_context
-    from twinframe.functional.aime.prims import flat_state, lstm_step
-
-    def rollout(params, frozen, x, actions, noise, hyper):
-        """Per frame: posterior reconstruction (MDL mode of z = mu) and, from frame `observe`
-        on, the open-loop prediction (z = the mean of the prior's heaviest component, decoded
-        with the skips of the last observed frame); context and attention teacher-forced."""
-        B, T = x.shape[:2]
-        st = {**flat_state(frozen["state"]["sn"]), **flat_state(frozen["state"]["bn"])}
-        ctx = global_context(params, frozen.get("fixed", {}), frozen["consts"],
-                             frozen["state"]["vq"], x, hyper, cfg)["context"]
-        L = cfg.lstm_layers
-        h = jnp.broadcast_to(params["h0"], (L, B, cfg.hidden_dim))
-        c = jnp.broadcast_to(params["c0"], (L, B, cfg.hidden_dim))
-        c_prev = jnp.zeros((B, cfg.context_dim))
-        recon, pred, last_levels, z_prev = [], [], None, None
-        for t in range(T):
-            o = x[:, t]
-            _, mu, _, levels = fn.encoder(params["encoder"], st, o, noise["eps_z"][t], cfg)
-            recon.append(fn.mdl_mode(fn.decoder(params["decoder"], st, mu, levels, cfg)))
-            h_tilde = jnp.concatenate([h[-1], c_prev], -1)
-            pr = fp.dpgmm(params["prior"], st, h_tilde,
-                          {k: noise[k][t] for k in ("u_perm", "u_kuma", "gamma_normal",
-                                                    "gamma_uniform", "gamma_boost")}, cfg)
-            k = jnp.argmax(pr["pi"], -1)
-            z_prior = jnp.take_along_axis(pr["mu"], k[:, None, None], 1)[:, 0]
-            if t < observe:
-                z, last_levels = mu, levels
-                pred.append(recon[-1])
-            else:
-                z = z_prior
-                pred.append(fn.mdl_mode(fn.decoder(params["decoder"], st, z, last_levels, cfg)))
-            post = fa.posterior(params["attention_prior_posterior"]["posterior_net"], o, h[-1],
-                                ctx[:, t], cfg)
-            s_att = fa.phi_attention(params["phi_attention"], post["bottleneck"],
-                                     post["coords"], jnp.zeros_like(noise["eps_att"][t]))
-            h, c = lstm_step(params["_rnn"]["lstm"], jnp.concatenate(
-                [z, ctx[:, t], s_att, actions[:, t]], -1), h, c, L)
-            c_prev, z_prev = ctx[:, t], z
-        del z_prev
-        return jnp.stack(recon, 1), jnp.stack(pred, 1)
-
-    return jax.jit(rollout)
-
-
 def rollout(cfg: AIMEConfig, run: AIMERun, state: dict[str, np.ndarray], split: int, index: int,
             observe: int | None = None) -> dict[str, np.ndarray]:
     """Ground truth, reconstruction and open-loop prediction of clip `index` of `split` with
-    torch-layout weights `state` -> {'truth', 'recon', 'pred'}: [T, 3, H, W] in [-1, 1]."""
-    import jax
-    import jax.numpy as jnp
+    torch-layout weights `state` (`torch_ref.aime.model.rollout`, eager: no compilation)
+    -> {'truth', 'recon', 'pred'}: [T, 3, H, W] in [-1, 1], and 'observe'."""
+    import torch
 
-    from twinframe.models.aime import layout
+    from twinframe.torch_ref.aime.model import make_model
+    from twinframe.torch_ref.aime.model import rollout as torch_rollout
 
     observe = cfg.sequence_length // 2 if observe is None else observe
-    tree = layout(cfg).table.torch_to_tree(state)
-    tree = jax.tree_util.tree_map(jnp.asarray, tree)
-    params = tree.pop("params")
     frames, actions = (a[:1] for a in sprites.batch(run.seed, index, 1, cfg.image_size,
                                                     cfg.sequence_length, cfg.action_dim, split))
     x = sprites.model_input(frames)
     noise = aime_noise.step_noise(cfg, 1, run.seed, 10**6 + index)
-    hy = {k: jnp.float32(v) for k, v in step_hyper(0, run).items()}
-    rec, pred = _jit_rollout(cfg, observe)(params, tree, jnp.asarray(x), jnp.asarray(actions),
-                                           {k: jnp.asarray(v) for k, v in noise.items()}, hy)
-    return {"truth": x[0], "recon": np.asarray(rec)[0], "pred": np.asarray(pred)[0],
+    from twinframe.torch_ref.aime.prims import torch_threads
+
+    model = make_model(cfg, state)
+    with torch_threads(run.torch_threads):
+        rec, pred = torch_rollout(model, torch.from_numpy(x), torch.from_numpy(actions),
+                                  {k: torch.from_numpy(v) for k, v in noise.items()},
+                                  step_hyper(0, run), observe)
+    return {"truth": x[0], "recon": rec.numpy()[0], "pred": pred.numpy()[0],
             "observe": np.asarray(observe)}
 
 
@@ -417,17 +406,13 @@ def write_strip(path: Any, r: dict[str, np.ndarray]) -> None:
     write_png(path, frames_grid([r["truth"], r["recon"], r["pred"]]))
 
 
-def artifacts(engine: Any, cfg: AIMEConfig, run: AIMERun, out_dir: Any) -> list[Any]:
-    """After `twinframe train`: reconstructions of evaluation clip 0 next to the ground truth
-    (rows: truth, reconstruction, open-loop prediction) -> out_dir/reconstructions-step<t>.png."""
-    from pathlib import Path
-
-    opt = engine.export_state()["opt"]
-    step = int(float(np.asarray(opt.get("count", opt.get("step", 0)))))
-    r = rollout(cfg, run, _torch_layout(engine, cfg), 1, 0)
-    path = Path(out_dir) / f"reconstructions-step{step}.png"
-    write_strip(path, r)
-    return [path]
+def visualize(cfg: AIMEConfig, run: AIMERun, state: dict[str, np.ndarray]) -> dict[str, bytes]:
+    """PNG of evaluation clip 0 at torch-layout weights `state`: rows ground truth,
+    reconstruction, open-loop prediction from the middle of the clip (what `twinframe train`
+    writes next to its checkpoints and `twinframe report` shows)."""
+    r = rollout(cfg, run, state, 1, 0)
+    name = f"eval clip 0: truth, reconstruction, prediction from frame {int(r['observe'])}"
+    return {name: png_bytes(frames_grid([r["truth"], r["recon"], r["pred"]]))}
 
 
 def infer(cfg: AIMEConfig, run: AIMERun, state: dict[str, np.ndarray], subset: str = "eval",

@@ -102,10 +102,22 @@ def adamw_torch_groups(run: AIMERun) -> optax.GradientTransformation:
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+# The run fields the optimiser's update functions read (the base learning rate is state).
+UPDATE_FIELDS = ("beta1", "beta2", "eps", "weight_decay", "grad_clip", "lr_constant_steps",
+                 "lr_t0", "lr_t_mult", "lr_eta_min", "rgb_mu", "rgb_lambda", "rgb_steps",
+                 "rgb_lr", "rgb_interval", "rgb_zero_adv_task")
+
+
+def update_key(run: AIMERun) -> tuple:
+    """What the compiled update depends on: optimisers with equal keys share a compiled step
+    (runs differing in the learning rate, seed, loss weights or checkpointing included)."""
+    return ("aime", *((f, getattr(run, f)) for f in UPDATE_FIELDS))
+
+
 def make_optimizer(run: AIMERun) -> Any:
-    """RGB (run.num_tasks tasks) -> clip -> AdamW groups."""
+    """RGB (run.num_tasks tasks) -> clip -> AdamW groups; `key` = `update_key(run)`."""
     balance = rgb(run.num_tasks, run.rgb_mu, run.rgb_lambda, run.rgb_steps, run.rgb_lr,
                   run.rgb_interval)
     inner = optax.chain(clip_by_global_norm_torch(run.grad_clip, jax.tree_util.tree_leaves),
                         adamw_torch_groups(run))
-    return multitask(balance, inner)
+    return multitask(balance, inner, update_key(run))

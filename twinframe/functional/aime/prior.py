@@ -17,6 +17,7 @@ from twinframe.functional.aime.prims import (
     gelu,
     kumaraswamy_sample,
     layer_norm,
+    layer_norm_pair,
     linear,
     sn_linear,
     softplus_half,
@@ -46,7 +47,8 @@ def gamma_params(p: Mapping, st: dict, h: jax.Array) -> tuple[jax.Array, jax.Arr
     n = p["alpha_posterior"]["param_net"]
     key = f"{SB}.alpha_posterior.param_net"
     y = gelu(layer_norm(n["gamma_ln"], sn_linear(n["gamma_fc"], st, f"{key}.gamma_fc", h)))
-    y = layer_norm(n["gamma_ln_out"], sn_linear(n["gamma_out"], st, f"{key}.gamma_out", y), 1e-6)
+    y = layer_norm_pair(n["gamma_ln_out"], sn_linear(n["gamma_out"], st, f"{key}.gamma_out", y),
+                        1e-6)
     y = softplus_half(y) + EPS32
     return clamp_t(y[..., 0], EPS32), clamp_t(y[..., 1], EPS32)
 

@@ -144,3 +144,47 @@ def forward_sequence(model: AIME, x: torch.Tensor, actions: torch.Tensor, noise:
     tasks = [elbo, ctx.loss, pred] + [torch.zeros(())] * (n_tasks - 3)
     metrics = {"token_acc": ctx.token_acc, "k_eff": mean("keff"), "max_pi": mean("kmax")}
     return StepOut(tasks, parts, ctx.decisions, metrics)
+
+
+@torch.no_grad()
+def rollout(model: AIME, x: torch.Tensor, actions: torch.Tensor, noise: dict, hyper: dict,
+            observe: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the model reconstructs and predicts (eval mode: no state updates, BatchNorm running
+    statistics, no VQ EMA; aime.md §6.6), for pictures: per frame the reconstruction (per-pixel
+    MDL mode of the most likely component, decoded from z = mu of the posterior) and, from frame
+    `observe` on, the open-loop prediction (z = the mean of the prior's heaviest component,
+    decoded with the encoder skips of the last observed frame; the context, attention state and
+    actions stay teacher-forced). Frames before `observe` repeat the reconstruction.
+    -> (recon, pred), each [B, T, 3, H, W] in [-1, 1]."""
+    was = model.training
+    model.eval()
+    try:
+        cfg = model.cfg
+        B, T = x.shape[:2]
+        ctx = global_context(model.perceiver_model, x, hyper).context
+        h = model.h0.expand(-1, B, -1)
+        c = model.c0.expand(-1, B, -1)
+        c_prev = torch.zeros(B, cfg.context_dim)
+        recon, pred, last = [], [], None
+        for t in range(T):
+            o = x[:, t]
+            _, mu, _, levels = model.encoder(o, torch.zeros_like(noise["eps_z"][t]))
+            recon.append(nvae.mdl_mode(model.decoder(mu, levels)))
+            pr = model.prior(torch.cat([h[-1], c_prev], dim=-1), {k: noise[k][t] for k in (
+                "u_perm", "u_kuma", "gamma_normal", "gamma_uniform", "gamma_boost")})
+            if t < observe:
+                z, last = mu, levels
+                pred.append(recon[-1])
+            else:
+                k = pr["pi"].argmax(-1)
+                z = pr["mu"][torch.arange(B), k]
+                pred.append(nvae.mdl_mode(model.decoder(z, last)))
+            post = model.attention_prior_posterior.posterior_net(o, h[-1], ctx[:, t])
+            s_att = model.phi_attention(post["bottleneck"], post["coords"],
+                                        torch.zeros_like(noise["eps_att"][t]))
+            h, c = model._rnn.lstm.step(torch.cat([z, ctx[:, t], s_att, actions[:, t]], dim=-1),
+                                        h, c)
+            c_prev = ctx[:, t]
+        return torch.stack(recon, 1), torch.stack(pred, 1)
+    finally:
+        model.train(was)

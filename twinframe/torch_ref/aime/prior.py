@@ -15,6 +15,7 @@ from twinframe.torch_ref.aime.prims import (
     LN,
     TINY32,
     Lin,
+    LNPair,
     Seq,
     SNLin,
     gamma_reparam,
@@ -40,7 +41,7 @@ class StickBreaking(nn.Module):
         Hp, K = cfg.prior_input_dim, cfg.max_components
         self.alpha_posterior = _Net({"param_net": _Net({
             "gamma_fc": SNLin(Hp, Hp), "gamma_ln": LN(Hp), "gamma_out": SNLin(Hp, 2),
-            "gamma_ln_out": LN(2, 1e-6)})})
+            "gamma_ln_out": LNPair(2, 1e-6)})})
         self.gamma_a = nn.Parameter(torch.empty(()))
         self.gamma_b = nn.Parameter(torch.empty(()))
         self.register_parameter("gamma_prior_a", self.gamma_a)
