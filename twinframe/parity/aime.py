@@ -754,7 +754,7 @@ def judge_l5_params(level: str, tag: str, main, pert) -> list[Comparison]:
 
     del pert  # the 1-ulp-start floor does not see rounding-noise gradients (aime.md §7 L5)
     run, (pt, pj), p0 = main.run, main.params, main.start
-    steps = len(main.torch["loss"])
+    steps = main.steps
     out = []
     for k in pt:
         a, b, z = (x.astype(np.float64) for x in (pt[k], pj[k], p0[k]))

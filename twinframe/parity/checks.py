@@ -99,6 +99,11 @@ class LockstepRun:
     states: dict[str, StateDict] = dataclasses.field(default_factory=dict)
     start: StateDict = dataclasses.field(default_factory=dict)  # trained params at step 0
     run: Any = None  # the run config it ran with
+    steps_total: int | None = None  # steps from `start` to `params` (default: the series length)
+
+    @property
+    def steps(self) -> int:
+        return self.steps_total or len(next(iter(self.torch.values()), []))
 
 
 def ulp_up(state: StateDict, keys: tuple[str, ...]) -> StateDict:
@@ -242,6 +247,7 @@ def run_switch(spec: ModelSpec, cfg: Any, run: Any, steps: int, src: str, dst: s
     a = Trainer(spec, cfg, run, src)
     b = Trainer(spec, cfg, run, dst)
     try:
+        start = a.params_torch_layout()
         for _ in range(steps):
             a.train_step()
         with tempfile.TemporaryDirectory() as d:
@@ -260,7 +266,12 @@ def run_switch(spec: ModelSpec, cfg: Any, run: Any, steps: int, src: str, dst: s
     tag = f"switch.{src}->{dst}"
     comps = [Comparison("L5", f"{tag}.loss[{steps + 1}..{2 * steps}]", r, c, "L5.loss",
                         note=note)]
-    comps += [Comparison("L5", f"{tag}.params.{k}", pa[k], pb[k], "L5.params") for k in pa]
+    if spec.curve.judge_params is not None:  # the model's own rule for final parameters
+        both = LockstepRun({"loss": ref}, {"loss": cand}, (pa, pb), 0, [], start=start, run=run,
+                           steps_total=2 * steps)
+        comps += spec.curve.judge_params("L5", tag, both, None)
+    else:
+        comps += [Comparison("L5", f"{tag}.params.{k}", pa[k], pb[k], "L5.params") for k in pa]
     records = [score(spec.name, x) for x in comps]
     summary = (f"{steps} steps in {src}, checkpoint converted to {dst}, {steps} more steps; "
                f"max |loss diff| vs {src} continuing: {float(np.abs(c - r).max()):.2e}")
