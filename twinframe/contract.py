@@ -102,9 +102,10 @@ class Host(Protocol):
 class Curve:
     """The L5 lockstep curve of a model: which per-step record fields are compared, what a
     decision mismatch is called, which field plots as accuracy, and the learning rates.
-    `judge_params(level, tag, main, perturbed) -> [Comparison]` replaces the default judgement
-    of the final parameters (`parity.checks.params_against_floor`) where the model's spec
-    prescribes another rule (`main`, `perturbed`: `parity.checks.LockstepRun`)."""
+    `judge_params(level, tag, main, None) -> [Comparison]` replaces the default judgement of
+    the final parameters (`parity.checks.params_against_floor`, which needs a second run from a
+    1-ulp-perturbed start: not made then) where the model's spec prescribes another rule
+    (`main`: `parity.checks.LockstepRun`)."""
 
     metrics: tuple[str, ...]
     mismatch_label: str

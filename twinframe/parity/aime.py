@@ -752,7 +752,7 @@ def judge_l5_params(level: str, tag: str, main, pert) -> list[Comparison]:
     within twice that full-speed movement."""
     from twinframe.models.aime.tree import mix_code
 
-    del pert  # the 1-ulp-start floor does not see rounding-noise gradients (aime.md §7 L5)
+    del pert  # no 1-ulp-start floor: it does not see rounding-noise gradients (aime.md §7 L5)
     run, (pt, pj), p0 = main.run, main.params, main.start
     steps = main.steps
     out = []

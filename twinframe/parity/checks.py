@@ -183,7 +183,7 @@ def params_against_floor(level: str, tag: str, main: LockstepRun, pert: Lockstep
 
 
 def curve_comparisons(spec: ModelSpec, level: str, tag: str, main: LockstepRun,
-                      pert: LockstepRun) -> list[Comparison]:
+                      pert: LockstepRun | None) -> list[Comparison]:
     """The L5 judgement of a lockstep run: every declared metric series (L5.loss), the count
     of decision mismatches (exactly 0), final params against the 1-ulp-start floor."""
     comps = []
@@ -216,7 +216,9 @@ def run_curve(spec: ModelSpec, cfg: Any, run: Any, steps: int, label: str = "",
             progress(f"{spec.name} L5{label}: step {i}/{steps}")
 
     main = lockstep(spec, cfg, run, steps, progress=tick, keep_states=spec.visualize is not None)
-    pert = lockstep(spec, cfg, run, steps, perturbed_start(spec, cfg, run))
+    # the 1-ulp-start run is the default judgement's noise floor; a model's own rule needs none
+    pert = (lockstep(spec, cfg, run, steps, perturbed_start(spec, cfg, run))
+            if spec.curve.judge_params is None else None)
     comps = curve_comparisons(spec, "L5", f"curve{label}", main, pert)
     records = [score(spec.name, c) for c in comps]
     loss_t, loss_j = main.torch["loss"], main.jax["loss"]
