@@ -46,5 +46,5 @@ def main(args: argparse.Namespace) -> int:
         records += checks.run_curve(spec, cfg, run, args.curve).records
     print(format_table(records, args.failures_only))
     failed = [r for r in records if not r.passed]
-    print(f"\n{args.model} [{args.config}]: {len(records) - len(failed)}/{len(records)} passed")
+    print(f"\n{args.model} [{preset}]: {len(records) - len(failed)}/{len(records)} passed")
     return 1 if failed else 0
