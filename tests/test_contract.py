@@ -20,12 +20,12 @@ from twinframe.store import checkpoint
 from twinframe.training.runner import Trainer, make_engine
 
 MODELS = registry.MODELS
-PRESET = "tiny"
 
 
 def _setup(name: str):
+    """The model's `check_preset` (tiny unless it declares a smaller one)."""
     spec = registry.get(name)
-    return spec, spec.config(PRESET), spec.run_config(PRESET)
+    return spec, spec.config(spec.check_preset), spec.run_config(spec.check_preset)
 
 
 def _bits(tree) -> dict[str, tuple[str, bytes]]:

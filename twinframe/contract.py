@@ -101,12 +101,17 @@ class Host(Protocol):
 @dataclasses.dataclass(frozen=True)
 class Curve:
     """The L5 lockstep curve of a model: which per-step record fields are compared, what a
-    decision mismatch is called, which field plots as accuracy, and the learning rates."""
+    decision mismatch is called, which field plots as accuracy, and the learning rates.
+    `judge_params(level, tag, main, None) -> [Comparison]` replaces the default judgement of
+    the final parameters (`parity.checks.params_against_floor`, which needs a second run from a
+    1-ulp-perturbed start: not made then) where the model's spec prescribes another rule
+    (`main`: `parity.checks.LockstepRun`)."""
 
     metrics: tuple[str, ...]
     mismatch_label: str
     accuracy: str | None = None
     extra_lrs: tuple[float, ...] = ()
+    judge_params: Callable[..., list[Comparison]] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,6 +227,15 @@ class ModelSpec(Generic[C, R]):
     layout_size: Callable[[C], int] | None = None
     jax_face: Callable[[C], JaxFace] | None = None  # optional: NNX modules (`twinframe.flax`)
     reference: ReferenceForm | None = None  # optional: the reference code's own file form
+    # the preset the contract suite, `twinframe check` and `twinframe report` use unless told
+    # otherwise: the smallest config that keeps every code path (a model whose whole training
+    # step compiles slowly names a smaller one than "tiny")
+    check_preset: str = "tiny"
+    # optional: pictures of what the model does at torch-layout weights, {caption: PNG bytes}
+    # (e.g. reconstructions next to the ground truth): `twinframe train` writes them next to its
+    # checkpoints, `twinframe report` shows them for the weights each framework reached at the
+    # end of the L5 curve
+    visualize: Callable[[C, R, StateDict], dict[str, bytes]] | None = None
 
     def preset(self, name: str) -> Preset[C, R]:
         try:

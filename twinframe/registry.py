@@ -278,8 +278,41 @@ def _gaia() -> ModelSpec:
     )
 
 
+def _aime() -> ModelSpec:
+    from twinframe.functional.aime import optim as f_aime_opt
+    from twinframe.functional.aime import train as f_aime
+    from twinframe.models import aime
+    from twinframe.parity import aime as p_aime
+    from twinframe.torch_ref.aime import model as t_aime
+    from twinframe.torch_ref.aime import train as t_aime_train
+    from twinframe.training import aime as tr_aime
+
+    return ModelSpec(
+        name="aime", config_cls=aime.AIMEConfig, run_cls=aime.AIMERun,
+        presets={k: Preset(m, r) for k, (m, r) in aime.PRESETS.items()},
+        layout=aime.layout, canonical_init=aime.canonical_init, recognise=aime.recognise,
+        check_trainable=aime.check_trainable, make_torch=t_aime.make_model,
+        torch_optimizer=t_aime_train.make_optimizer, jax_optimizer=f_aime_opt.make_optimizer,
+        make_train_step=f_aime.make_train_step, make_host=tr_aime.AIMEHost,
+        engines={"torch": tr_aime.AIMETorchEngine, "jax": tr_aime.AIMEJaxEngine},
+        parity_levels=p_aime.levels,
+        curve=Curve(metrics=("loss", "elbo", "perceiver", "predictive"),
+                    mismatch_label="decision_mismatches", accuracy="token_acc",
+                    judge_params=p_aime.judge_l5_params),
+        progress=(ProgressField("elbo", "elbo", ".3f"),
+                  ProgressField("perceiver", "perc", ".3f"),
+                  ProgressField("predictive", "pred", ".4f"),
+                  ProgressField("beta", "beta", ".3f"),
+                  ProgressField("steps_per_s", "step/s", ".2f")),
+        refused=(Refusal(model={"dropout": 0.1}), Refusal(model={"adversarial": True}),
+                 Refusal(model={"ema_alias_bug": True}), Refusal(run={"noise_source": "native"})),
+        infer=tr_aime.infer, evaluate=tr_aime.evaluate, check_preset="micro",
+        visualize=tr_aime.visualize,
+    )
+
+
 _FACTORIES: dict[str, Callable[[], ModelSpec]] = {"hrm": _hrm, "altlas": _altlas,
-                                                  "gaia": _gaia}
+                                                  "gaia": _gaia, "aime": _aime}
 MODELS = tuple(_FACTORIES)
 
 

@@ -44,3 +44,51 @@ def test_entry_point_reports_file_errors_in_one_line(tmp_path):
     (tmp_path / "x.safetensors").mkdir()
     r = run("convert", "x.safetensors", "o.npz", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "is a directory" in r.stderr
+
+
+def test_aime_train_resume_other_framework_infer_in_process(tmp_path, capsys, monkeypatch):
+    """AIME (micro) through the CLI in process, so the JAX step is the session's one compiled
+    whole step: train 2 torch steps (progress bar with each task loss, beta, steps/s; the
+    reconstruction PNG next to the checkpoints), resume 1 step in JAX from the torch checkpoint,
+    then `infer` writes the rollout strip."""
+    from twinframe import cli
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    assert cli.main(["train", "aime", "--config", "micro", "--steps", "2", "--framework", "torch",
+                     "--out", str(out)]) == 0
+    o, err = capsys.readouterr()
+    assert "aime/torch: step 2" in o and (out / "aime-step2.png").read_bytes()[:4] == b"\x89PNG"
+    bar = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert all(f in bar for f in ("elbo", "perc", "pred", "beta", "step/s")), bar
+    assert cli.main(["train", "aime", "--config", "micro", "--steps", "1", "--framework", "jax",
+                     "--out", str(out), "--resume", str(out), "--no-progress"]) == 0
+    assert "aime/jax: step 3" in capsys.readouterr().out
+    assert cli.main(["infer", "aime", str(out), "--subset", "eval", "--index", "1"]) == 0
+    o = capsys.readouterr().out
+    assert "wrote aime_rollout_eval1.png" in o and "prediction PSNR" in o
+    assert (tmp_path / "aime_rollout_eval1.png").is_file()
+
+
+def test_aime_state_dict_converts_without_flags(tmp_path, capsys):
+    """A bare reference-layout AIME state dict (micro) is recognised by its keys and shapes."""
+    from safetensors.torch import save_file
+
+    from twinframe import cli, registry
+
+    spec = registry.get("aime")
+    state = spec.canonical_init(spec.config("micro"), 0)
+    save_file({k: torch_tensor(v) for k, v in state.items()}, str(tmp_path / "w.safetensors"))
+    assert cli.main(["convert", str(tmp_path / "w.safetensors"), str(tmp_path / "w.npz")]) == 0
+    assert "aime (micro, recognised)" in capsys.readouterr().out
+    back, _ = io.read_torch(tmp_path / "w.safetensors")
+    tree, meta = io.read_jax(tmp_path / "w.npz")
+    assert meta["model"] == "aime"
+    assert spec.layout(spec.config("micro")).table.tree_to_torch(tree).keys() == back.keys()
+
+
+def torch_tensor(x):
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.array(x))

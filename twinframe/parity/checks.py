@@ -82,6 +82,9 @@ def run(
 class CurveResult:
     records: list[Record]
     curves: dict[str, dict]
+    # {framework: torch-layout model state at the end of the main run}, for models with
+    # `visualize` (the report's pictures)
+    states: dict[str, StateDict] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -93,6 +96,14 @@ class LockstepRun:
     params: tuple[StateDict, StateDict]
     mismatches: int
     notes: list[str]
+    states: dict[str, StateDict] = dataclasses.field(default_factory=dict)
+    start: StateDict = dataclasses.field(default_factory=dict)  # trained params at step 0
+    run: Any = None  # the run config it ran with
+    steps_total: int | None = None  # steps from `start` to `params` (default: the series length)
+
+    @property
+    def steps(self) -> int:
+        return self.steps_total or len(next(iter(self.torch.values()), []))
 
 
 def ulp_up(state: StateDict, keys: tuple[str, ...]) -> StateDict:
@@ -100,26 +111,31 @@ def ulp_up(state: StateDict, keys: tuple[str, ...]) -> StateDict:
     out = dict(state)
     for k in keys:
         x = np.asarray(state[k])
-        out[k] = np.nextafter(x, np.array(np.inf, x.dtype))
+        out[k] = np.asarray(np.nextafter(x, np.array(np.inf, x.dtype)))  # 0-d stays an array
     return out
 
 
 def perturbed_start(spec: ModelSpec, cfg: Any, run: Any) -> StateDict:
-    """The canonical init with every trained tensor moved by one ulp (the noise-floor start)."""
-    return ulp_up(spec.canonical_init(cfg, run.seed), spec.layout(cfg).trainable_keys())
+    """The canonical init with every trained tensor moved by one ulp (the noise-floor start);
+    a tensor registered under two keys (an alias row: same path) moves under both."""
+    rows = spec.layout(cfg).table.rows
+    return ulp_up(spec.canonical_init(cfg, run.seed),
+                  tuple(r.torch_key for r in rows if r.path[0] == "params"))
 
 
 def lockstep(spec: ModelSpec, cfg: Any, run: Any, steps: int, state: StateDict | None = None,
-             progress: Callable[[int], None] | None = None, host: Host | None = None
-             ) -> LockstepRun:
+             progress: Callable[[int], None] | None = None, host: Host | None = None,
+             keep_states: bool = False) -> LockstepRun:
     """Both engines on one host (default: the model's own) for `steps` steps from `state`
-    (default: canonical init)."""
+    (default: canonical init); `keep_states`: also each engine's whole model state at the end
+    (torch layout)."""
     lock = Lockstep(spec, cfg, run, host=host, state=state)
     metrics = spec.curve.metrics
     series: tuple[dict[str, list[float]], dict[str, list[float]]] = (
         {k: [] for k in metrics}, {k: [] for k in metrics})
     notes: list[str] = []
     try:
+        start = lock.params()[0]
         for i in range(steps):
             mt, mj, note = lock.step()
             for k in metrics:
@@ -129,7 +145,13 @@ def lockstep(spec: ModelSpec, cfg: Any, run: Any, steps: int, state: StateDict |
                 notes.append(f"step {i + 1}: {note}")
             if progress:
                 progress(i + 1)
-        return LockstepRun(series[0], series[1], lock.params(), lock.mismatches, notes)
+        states = {}
+        for e in lock.engines if keep_states else ():
+            model = e.export_state()["model"]
+            states[e.framework] = (model if e.framework == "torch" else
+                                   spec.layout(cfg).table.tree_to_torch(model))
+        return LockstepRun(series[0], series[1], lock.params(), lock.mismatches, notes, states,
+                           start, run)
     finally:
         lock.close()
 
@@ -161,7 +183,7 @@ def params_against_floor(level: str, tag: str, main: LockstepRun, pert: Lockstep
 
 
 def curve_comparisons(spec: ModelSpec, level: str, tag: str, main: LockstepRun,
-                      pert: LockstepRun) -> list[Comparison]:
+                      pert: LockstepRun | None) -> list[Comparison]:
     """The L5 judgement of a lockstep run: every declared metric series (L5.loss), the count
     of decision mismatches (exactly 0), final params against the 1-ulp-start floor."""
     comps = []
@@ -174,7 +196,8 @@ def curve_comparisons(spec: ModelSpec, level: str, tag: str, main: LockstepRun,
     comps.append(Comparison(level, f"{tag}.{spec.curve.mismatch_label}", np.zeros(1),
                             np.array([main.mismatches]), "L5.mismatches",
                             note="; ".join(main.notes[:3])))
-    return comps + params_against_floor(level, tag, main, pert)
+    judge = spec.curve.judge_params or params_against_floor
+    return comps + judge(level, tag, main, pert)
 
 
 def run_curve(spec: ModelSpec, cfg: Any, run: Any, steps: int, label: str = "",
@@ -192,8 +215,10 @@ def run_curve(spec: ModelSpec, cfg: Any, run: Any, steps: int, label: str = "",
         if progress and i % 10 == 0:
             progress(f"{spec.name} L5{label}: step {i}/{steps}")
 
-    main = lockstep(spec, cfg, run, steps, progress=tick)
-    pert = lockstep(spec, cfg, run, steps, perturbed_start(spec, cfg, run))
+    main = lockstep(spec, cfg, run, steps, progress=tick, keep_states=spec.visualize is not None)
+    # the 1-ulp-start run is the default judgement's noise floor; a model's own rule needs none
+    pert = (lockstep(spec, cfg, run, steps, perturbed_start(spec, cfg, run))
+            if spec.curve.judge_params is None else None)
     comps = curve_comparisons(spec, "L5", f"curve{label}", main, pert)
     records = [score(spec.name, c) for c in comps]
     loss_t, loss_j = main.torch["loss"], main.jax["loss"]
@@ -212,7 +237,7 @@ def run_curve(spec: ModelSpec, cfg: Any, run: Any, steps: int, label: str = "",
         "series": {k: {"torch": main.torch[k], "jax": main.jax[k]}
                    for k in spec.curve.metrics if k != "loss"},
         "summary": summary}}
-    return CurveResult(records, curves)
+    return CurveResult(records, curves, main.states)
 
 
 def run_switch(spec: ModelSpec, cfg: Any, run: Any, steps: int, src: str, dst: str
@@ -224,6 +249,7 @@ def run_switch(spec: ModelSpec, cfg: Any, run: Any, steps: int, src: str, dst: s
     a = Trainer(spec, cfg, run, src)
     b = Trainer(spec, cfg, run, dst)
     try:
+        start = a.params_torch_layout()
         for _ in range(steps):
             a.train_step()
         with tempfile.TemporaryDirectory() as d:
@@ -242,7 +268,12 @@ def run_switch(spec: ModelSpec, cfg: Any, run: Any, steps: int, src: str, dst: s
     tag = f"switch.{src}->{dst}"
     comps = [Comparison("L5", f"{tag}.loss[{steps + 1}..{2 * steps}]", r, c, "L5.loss",
                         note=note)]
-    comps += [Comparison("L5", f"{tag}.params.{k}", pa[k], pb[k], "L5.params") for k in pa]
+    if spec.curve.judge_params is not None:  # the model's own rule for final parameters
+        both = LockstepRun({"loss": ref}, {"loss": cand}, (pa, pb), 0, [], start=start, run=run,
+                           steps_total=2 * steps)
+        comps += spec.curve.judge_params("L5", tag, both, None)
+    else:
+        comps += [Comparison("L5", f"{tag}.params.{k}", pa[k], pb[k], "L5.params") for k in pa]
     records = [score(spec.name, x) for x in comps]
     summary = (f"{steps} steps in {src}, checkpoint converted to {dst}, {steps} more steps; "
                f"max |loss diff| vs {src} continuing: {float(np.abs(c - r).max()):.2e}")

@@ -26,6 +26,7 @@ class ModelResult:
     records: list[Record]
     curves: dict[str, Any] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
+    images: dict[str, bytes] = dataclasses.field(default_factory=dict)  # caption -> PNG
 
     @property
     def passed(self) -> bool:
@@ -65,6 +66,7 @@ def to_json(results: list[ModelResult], env: dict, wall: float) -> dict:
                 "seconds": round(r.seconds, 2),
                 "records": [x.to_dict() for x in r.records],
                 "curves": r.curves,
+                "images": sorted(r.images),
             }
             for r in results
         },
@@ -214,6 +216,19 @@ def _curves_html(curves: dict[str, Any]) -> str:
     return "".join(out)
 
 
+def _images_html(images: dict[str, bytes]) -> str:
+    """PNG figures inline (data URIs: the page stays one self-contained file)."""
+    import base64
+
+    if not images:
+        return ""
+    figs = [f"<figure><img alt='{html.escape(c)}' style='image-rendering:pixelated' "
+            f"src='data:image/png;base64,{base64.b64encode(b).decode()}'>"
+            f"<figcaption class='note'>{html.escape(c)}</figcaption></figure>"
+            for c, b in images.items()]
+    return f"<h3>What the model does</h3><div class='plots'>{''.join(figs)}</div>"
+
+
 def _tolerance_table() -> str:
     rows = ["<tr><th>check</th><th>dtype</th><th>rule</th><th>justification</th></tr>"]
     for (key, dtype), t in tolerances.TOLERANCES.items():
@@ -242,7 +257,7 @@ def render_html(results: list[ModelResult], data: dict) -> str:
         body += [
             f"<h2>{r.model} [{r.config_name}] {_badge(r.passed)}</h2>",
             "<h3>Levels</h3>", _level_summary(r.records),
-            "<h3>Training curves (lockstep)</h3>", _curves_html(r.curves),
+            "<h3>Training curves (lockstep)</h3>", _curves_html(r.curves), _images_html(r.images),
             "<details open><summary>Forward, gradient, decision and optimizer errors per tensor"
             f" ({len(rest)})</summary>", _records_table(rest), "</details>",
             f"<details><summary>Conversion round trip ({len(rt)} tensors, "

@@ -9,7 +9,8 @@ from twinframe.parity.compare import Record
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a registered model name")
-    p.add_argument("--config", default="tiny", help="config preset (default tiny)")
+    p.add_argument("--config", default=None,
+                   help="config preset (default: the model's check preset, tiny for most)")
     p.add_argument("--levels", default="", help="comma-separated subset, e.g. L0,L1 (default all)")
     p.add_argument("--curve", type=int, default=0, metavar="N",
                    help="also run an N-step lockstep training curve (L5)")
@@ -37,12 +38,13 @@ def main(args: argparse.Namespace) -> int:
 
     jax_cache.enable()
     spec = registry.get(args.model)
-    cfg, run = spec.config(args.config), spec.run_config(args.config)
+    preset = args.config or spec.check_preset
+    cfg, run = spec.config(preset), spec.run_config(preset)
     only = {s.strip() for s in args.levels.split(",") if s.strip()} or None
     records = checks.run(spec, cfg, run, only=only, progress=lambda m: print(m, flush=True))
     if args.curve:
         records += checks.run_curve(spec, cfg, run, args.curve).records
     print(format_table(records, args.failures_only))
     failed = [r for r in records if not r.passed]
-    print(f"\n{args.model} [{args.config}]: {len(records) - len(failed)}/{len(records)} passed")
+    print(f"\n{args.model} [{preset}]: {len(records) - len(failed)}/{len(records)} passed")
     return 1 if failed else 0

@@ -1,4 +1,5 @@
-"""`twinframe report [MODEL ...]`: every check on the tiny configs -> report/index.html + .json."""
+"""`twinframe report [MODEL ...]`: every check on each model's check preset (tiny unless it
+declares another) -> report/index.html + .json."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import time
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("models", nargs="*", help="models to include (default: all registered)")
-    p.add_argument("--config", default="tiny", help="config preset (default tiny)")
+    p.add_argument("--config", default=None,
+                   help="config preset (default: each model's check preset, tiny for most)")
     p.add_argument("--out", default="report", help="output directory (default report/)")
     p.add_argument("--curve", type=int, default=50, metavar="N",
                    help="lockstep training-curve steps per model (0 = skip; default 50)")
@@ -26,8 +28,9 @@ def main(args: argparse.Namespace) -> int:
     results = []
     for name in names:
         spec = registry.get(name)
-        cfg, run = spec.config(args.config), spec.run_config(args.config)
-        print(f"[{name}] parity checks ({args.config}) ...", flush=True)
+        preset = args.config or spec.check_preset
+        cfg, run = spec.config(preset), spec.run_config(preset)
+        print(f"[{name}] parity checks ({preset}) ...", flush=True)
         t1 = time.perf_counter()
         records = checks.run(spec, cfg, run, progress=lambda m: print("  " + m, flush=True))
         curves: dict = {}
@@ -46,9 +49,14 @@ def main(args: argparse.Namespace) -> int:
         for res in results_l5:
             records += res.records
             curves.update(res.curves)
-        results.append(report.ModelResult(name, args.config, {**cfg.to_dict(), **run.to_dict()},
+        images = {}
+        if spec.visualize is not None and results_l5 and results_l5[0].states:
+            for fw, state in results_l5[0].states.items():
+                for caption, png in spec.visualize(cfg, run, state).items():
+                    images[f"{fw} after the {args.curve}-step curve: {caption}"] = png
+        results.append(report.ModelResult(name, preset, {**cfg.to_dict(), **run.to_dict()},
                                           records, curves,
-                                          time.perf_counter() - t1))
+                                          time.perf_counter() - t1, images))
         failed = sum(not r.passed for r in records)
         print(f"[{name}] {len(records) - failed}/{len(records)} passed", flush=True)
     path = report.write(args.out, results, report.environment(), time.perf_counter() - t0)

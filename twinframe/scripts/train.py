@@ -54,6 +54,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"{args.model}/{args.framework}: step {trainer.t}, loss {last['loss']:.4f}, "
               f"{1.0 / mean:.1f} steps/s (mean after the first step), "
               f"checkpoints in {args.out}/")
+    if spec.visualize is not None and records:
+        _write_pictures(spec, cfg, run, trainer, args.out)
     if args.eval and spec.evaluate is not None:
         import json
         import logging
@@ -65,3 +67,19 @@ def main(args: argparse.Namespace) -> int:
             print(f"eval {name}: {shown}")
     trainer.close()
     return 0
+
+
+def _write_pictures(spec, cfg, run, trainer, out: str) -> None:
+    """The model's pictures of the weights reached (`ModelSpec.visualize`) ->
+    out/<model>-step<t>[-<i>].png."""
+    from pathlib import Path
+
+    from twinframe.store.io import atomic_write
+
+    state = trainer.engine.export_state()["model"]
+    if trainer.framework != "torch":
+        state = spec.layout(cfg).table.tree_to_torch(state)
+    for i, (caption, png) in enumerate(spec.visualize(cfg, run, state).items()):
+        path = Path(out) / f"{spec.name}-step{trainer.t}{f'-{i}' if i else ''}.png"
+        atomic_write(path, lambda p, png=png: p.write_bytes(png))
+        print(f"wrote {path}: {caption}")

@@ -122,6 +122,11 @@ def _errno_of(e: BaseException) -> int | None:
     return next((c for c, m in _ERRNO_TEXT.items() if m in text), None)
 
 
+def _contiguous(x: Any) -> np.ndarray:
+    """C-contiguous copy that keeps 0-d arrays 0-d (np.ascontiguousarray makes them 1-d)."""
+    return np.ascontiguousarray(x).reshape(np.shape(x))
+
+
 def _torch_optimizer_dict(opt: dict[str, Any]) -> dict[str, Any]:
     """Named optimizer state {scalar counters, slot: {name: moment}} -> torch's own optimizer
     state_dict layout (index-keyed state, one param group) + `param_names`."""
@@ -131,7 +136,7 @@ def _torch_optimizer_dict(opt: dict[str, Any]) -> dict[str, Any]:
     scalars = {k: v for k, v in opt.items() if not isinstance(v, dict)}
     names = list(next(iter(slots.values()), {}))
     state = {i: {**{k: torch.tensor(float(v)) for k, v in scalars.items()},
-                 **{k: torch.from_numpy(np.ascontiguousarray(slots[k][n])) for k in slots}}
+                 **{k: torch.from_numpy(_contiguous(slots[k][n])) for k in slots}}
              for i, n in enumerate(names)}
     return {"state": state, "param_groups": [{"params": list(range(len(names)))}],
             "param_names": names, "scalars": sorted(scalars)}

@@ -239,7 +239,7 @@ def from_numpy(x: np.ndarray, dtype: str) -> Any:
 
     if np.issubdtype(np.asarray(x).dtype, np.integer):
         return torch.from_numpy(np.array(x))
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    x = np.ascontiguousarray(x, dtype=np.float32).reshape(np.shape(x))  # 0-d stays 0-d
     t = torch.from_numpy(x.copy())
     if dtype in ("bfloat16", "float16"):
         return t.to(getattr(torch, dtype))

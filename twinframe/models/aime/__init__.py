@@ -24,9 +24,9 @@ from twinframe.models.aime.config import (
 from twinframe.models.aime.tree import NEVER_REACHED, Leaf, leaves, path_and_rule
 from twinframe.models.layout import CarryRow, Layout, Row, Table
 
-__all__ = ["DEFAULT", "MICRO", "PRESETS", "TINY", "AIMEConfig", "AIMERun", "NEVER_REACHED",
-           "canonical_init", "carry_rows", "check_trainable", "layout", "leaves", "param_counts",
-           "recognise", "trained_keys"]
+__all__ = ["DEFAULT", "EMA_PREFIX", "MICRO", "NEVER_REACHED", "PRESETS", "RGB_D_PREFIX", "TINY",
+           "AIMEConfig", "AIMERun", "canonical_init", "carry_rows", "check_trainable", "layout",
+           "leaves", "param_counts", "recognise", "trained_keys"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -54,14 +54,18 @@ def ema_keys(cfg: AIMEConfig) -> tuple[str, ...]:
     return tuple(k for k in trained_keys(cfg) if k.startswith("encoder."))
 
 
+EMA_PREFIX = "ema."     # carry row of the EMA teacher's copy of encoder tensor <key>: ema.<key>
+RGB_D_PREFIX = "rgb_d."  # carry row of the RGB consensus direction of trained tensor <key>
+
+
 def carry_rows(cfg: AIMEConfig, run: AIMERun | None = None) -> tuple[CarryRow, ...]:
     """Train-state tensors besides model and optimizer moments (aime.md §3.3): the EMA teacher
-    (`ema/<key>` in torch orientation, `ema_n`) and the RGB state (`rgb/d/<key>`, `rgb_alpha`,
-    `rgb_count`)."""
+    (`ema.<key>` in torch orientation, `ema_n`) and the RGB state (`rgb_d.<key>`, `rgb_alpha`,
+    `rgb_count`). Flat names without '/' (the checkpoint stores split tree paths on '/')."""
     rule = {r.torch_key: r.rule for r in _rows(cfg)}
-    rows = [CarryRow(f"ema/{k}", rule[k]) for k in ema_keys(cfg)]
+    rows = [CarryRow(f"{EMA_PREFIX}{k}", rule[k]) for k in ema_keys(cfg)]
     rows.append(CarryRow("ema_n", dtype="int32"))
-    rows += [CarryRow(f"rgb/d/{k}", rule[k]) for k in trained_keys(cfg)]
+    rows += [CarryRow(f"{RGB_D_PREFIX}{k}", rule[k]) for k in trained_keys(cfg)]
     rows += [CarryRow("rgb_alpha"), CarryRow("rgb_count", dtype="int32")]
     return tuple(rows)
 
@@ -276,3 +280,15 @@ def _resolutions(state: Mapping[str, np.ndarray], n: int) -> tuple[int, ...]:
         else:
             out[-1] += 1
     return tuple(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# Static tables shared by both frameworks
+
+
+def rope_angles(start: int, n: int, head_dim: int) -> np.ndarray:
+    """RoPE-P / FreqPE angles (aime.md §2.1): theta[p, 2i] = theta[p, 2i+1] =
+    (start+p) * 10000^(-2i/dh), float64 -> float32, [n, dh]."""
+    inv = 10000.0 ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    ang = np.outer(np.arange(start, start + n, dtype=np.float64), inv)
+    return np.repeat(ang, 2, axis=1).astype(np.float32)

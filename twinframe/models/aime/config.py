@@ -212,6 +212,7 @@ class AIMERun(FrozenConfig):
     ema_decay: float = 0.995
     checkpoint_every: int = 250
     noise_source: str = "host"
+    torch_threads: int = 1  # intra-op threads of the torch engine's steps (0: torch's setting)
 
     def validate(self) -> None:
         if not 0 <= self.seed < 2**32:
@@ -224,6 +225,8 @@ class AIMERun(FrozenConfig):
             raise ConfigError("rgb_interval must be >= 1 and rgb_steps >= 0")
         if self.noise_source not in ("host", "native"):
             raise ConfigError("noise_source must be 'host' or 'native'")
+        if self.torch_threads < 0:
+            raise ConfigError("torch_threads must be >= 0 (0: torch's own setting)")
 
     @property
     def num_tasks(self) -> int:

@@ -550,3 +550,16 @@ def mix_code(ndim: int, key: str) -> tuple[float, float, bool]:
     """(lr multiplier, weight-decay multiplier, reached) of a trained tensor."""
     lr_m, wd_m = GROUPS[group_of(key)]
     return lr_m, (wd_m if ndim >= 2 else 0.0), key not in NEVER_REACHED
+
+
+_NEVER_KINDS = {"perceiver_model.model.output_proj.weight": "linear"}
+
+
+def never_reached_paths() -> frozenset[tuple]:
+    """JAX params paths (root stripped) of NEVER_REACHED."""
+    out = []
+    for key in NEVER_REACHED:
+        kind = _NEVER_KINDS.get(key, "norm" if "norm" in key else "raw")
+        path, _ = path_and_rule(Leaf(key, (), kind, ()))
+        out.append(tuple(path[1:]))
+    return frozenset(out)
