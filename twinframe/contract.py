@@ -150,10 +150,13 @@ class ReferenceForm:
     torch_ref state_dict (keys torch_ref adds for round trips): `fill(state)` -> the missing
     keys' values, derived from a bare file's keys and shapes (shape-only placeholders work),
     {} unless the file is in the reference form; `saves(key)`: whether the reference code
-    saves that torch_ref key (a file written in the reference layout holds only those)."""
+    saves that torch_ref key (a file written in the reference layout holds only those);
+    `ignores(key)`: keys the reference saves for parts the model excludes (dropped on reading,
+    with a note; never written back)."""
 
     fill: Callable[[Mapping[str, np.ndarray]], StateDict]
     saves: Callable[[str], bool]
+    ignores: Callable[[str], bool] = lambda key: False
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -279,6 +279,7 @@ def _gaia() -> ModelSpec:
 
 
 def _aime() -> ModelSpec:
+    from twinframe.contract import ReferenceForm
     from twinframe.functional.aime import optim as f_aime_opt
     from twinframe.functional.aime import train as f_aime
     from twinframe.models import aime
@@ -308,6 +309,8 @@ def _aime() -> ModelSpec:
                  Refusal(model={"ema_alias_bug": True}), Refusal(run={"noise_source": "native"})),
         infer=tr_aime.infer, evaluate=tr_aime.evaluate, check_preset="micro",
         visualize=tr_aime.visualize,
+        reference=ReferenceForm(aime.reference_fill, aime.reference_saves,
+                                aime.reference_ignores),
     )
 
 

@@ -87,6 +87,39 @@ def test_aime_state_dict_converts_without_flags(tmp_path, capsys):
     assert spec.layout(spec.config("micro")).table.tree_to_torch(tree).keys() == back.keys()
 
 
+def test_aime_reference_checkpoint_with_excluded_parts(tmp_path, capsys):
+    """The reference's training checkpoint ({'epoch', 'model_state_dict', 'config', ...}, aime.md
+    §3.2) whose state_dict also holds the discriminator and LPIPS: converted without flags, the
+    excluded parts left out (noted); back to torch it is the core state_dict, bit for bit."""
+    import numpy as np
+    import torch
+
+    from twinframe import cli, registry
+
+    spec = registry.get("aime")
+    state = spec.canonical_init(spec.config("micro"), 0)
+    sd = {k: torch_tensor(v) for k, v in state.items()}
+    extra = {"image_discriminator.net.0.weight": torch.ones(2, 3),
+             "perceiver_model.model.lpips_loss.net.0.bias": torch.zeros(4)}
+    ckpt = {"epoch": 3, "model_state_dict": {**sd, **extra}, "config": {"lr": 2e-4},
+            "metrics_history": {"loss": [1.0, 0.5]}, "best_eval_loss": 0.5}
+    torch.save(ckpt, tmp_path / "ai.pt")
+    assert cli.main(["convert", str(tmp_path / "ai.pt"), str(tmp_path / "w.npz")]) == 0
+    o = capsys.readouterr().out
+    assert "aime (micro, recognised)" in o and "2 keys of parts the model excludes" in o
+    assert "'epoch'" in o and "'best_eval_loss'" in o
+    assert cli.main(["convert", str(tmp_path / "w.npz"), str(tmp_path / "back.safetensors")]) == 0
+    back, _ = io.read_torch(tmp_path / "back.safetensors")
+    assert back.keys() == state.keys()
+    assert all(np.array_equal(back[k], state[k]) for k in state)
+    # a key under the excluded prefixes of another model is not silently dropped
+    torch.save({"model_state_dict": {**sd, "image_discriminator.x": torch.ones(1)}},
+               tmp_path / "ai2.pt")
+    assert cli.main(["convert", str(tmp_path / "ai2.pt"), str(tmp_path / "w2.npz"),
+                     "--model", "hrm"]) == 2
+    assert not (tmp_path / "w2.npz").exists()
+
+
 def torch_tensor(x):
     import numpy as np
     import torch

@@ -343,6 +343,7 @@ class Source:
     opt_tree: dict[str, Any] | None = None  # JAX optimizer subtree (from a JAX checkpoint)
     filled: tuple[str, ...] = ()           # keys the reference code does not save, filled
     nested: bool = False                   # the reference .pt held one state_dict per module
+    ignored: tuple[str, ...] = ()          # keys of parts the model excludes, left out
 
 
 def reference_fill(p: readers.Probe, model: str | None = None) -> StateDict:
@@ -361,6 +362,17 @@ def reference_fill(p: readers.Probe, model: str | None = None) -> StateDict:
     return {}
 
 
+def reference_ignored(p: readers.Probe, model: str | None = None) -> frozenset[str]:
+    """Keys of a bare torch file that the reference code saves for parts the model excludes
+    (`ReferenceForm.ignores`, e.g. a discriminator): left out of the conversion."""
+    if p.kind != "torch" or p.layout != "reference":
+        return frozenset()
+    reg = _registry()
+    forms = [reg.get(n).reference for n in ([model] if model in reg.MODELS else reg.MODELS)]
+    return frozenset(k for k in p.index
+                     if any(f is not None and f.ignores(k) for f in forms))
+
+
 def _meta_keys(meta: Mapping[str, Any], key: str) -> tuple[str, ...]:
     x = meta.get(key)
     return tuple(x) if isinstance(x, list) and all(isinstance(k, str) for k in x) else ()
@@ -372,14 +384,20 @@ def read_source(src: Path, model: str | None, config: str | None, allow_nonfinit
     model_index = {k: x for k, x in p.index.items()
                    if not (p.kind == "jax" and "optimizer" in p.meta and
                            k.split("/")[0] == OPT_ROOT)}
+    ignored = reference_ignored(p, model)
+    model_index = {k: x for k, x in model_index.items() if k not in ignored}
     fill = reference_fill(p, model)
     model_index.update({k: (x.dtype.name, tuple(x.shape)) for k, x in fill.items()})
     ident = identify(p, model, config, model_index)
+    form = ident.spec.reference
+    if ignored and (form is None or not all(form.ignores(k) for k in ignored)):
+        model_index.update({k: p.index[k] for k in ignored})  # another model's: report them
+        ignored = frozenset()
     table = ident.spec.layout(ident.cfg).table
     filled, nested = tuple(fill), p.nested
     if p.kind == "torch":
         check_index(src, model_index, _torch_want(table), "key")
-        state = {**p.load(), **fill}
+        state = {**p.load([k for k in p.index if k not in ignored]), **fill}
         v.check_finite(state, src, allow_nonfinite)
         dtypes = {k: state[k].dtype.name for k in state}
         layout = p.layout
@@ -411,7 +429,7 @@ def read_source(src: Path, model: str | None, config: str | None, allow_nonfinit
             opt_flat = {tuple(k.split("/")[1:]): x for k, x in flat.items()
                         if k.split("/")[0] == OPT_ROOT}
             opt_tree = unflatten_tree(opt_flat) if opt_flat else None
-    return Source(p, ident, state, dtypes, layout, opt_tree, filled, nested)
+    return Source(p, ident, state, dtypes, layout, opt_tree, filled, nested, tuple(sorted(ignored)))
 
 
 def read_any(path: Path) -> tuple[str, Any, dict]:
@@ -478,6 +496,10 @@ def convert_file(
         "config": s.ident.preset or "custom", "how": s.ident.how, "optimizer": None}
     if s.filled:
         summary["filled"] = list(s.filled)
+    if s.ignored:
+        summary["ignored"] = list(s.ignored)
+    if s.probe.meta.get("wrapped"):
+        summary["wrapped"] = list(s.probe.meta["wrapped"])
     if out_kind == "torch":
         out_layout = layout or s.layout
         dtypes = {k: (dtype if dtype is not None and s.dtypes[k] in FLOAT_DTYPES else

@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from twinframe.parity.files import convert_file
-    from twinframe.store.validate import show
+    from twinframe.store.validate import q, show
 
     if args.format == "nnx" or _is_nnx(args.src):
         return _nnx(args)
@@ -48,6 +48,12 @@ def main(args: argparse.Namespace) -> int:
           f"{s['layout']} layout{extra}")
     if s.get("optimizer_skipped"):
         print("note: the source holds optimizer state; pass --optimizer FILE to write it")
+    if s.get("wrapped"):
+        print(f"note: read the weights under 'model_state_dict'; the file's other entries "
+              f"({', '.join(q(k, 40) for k in s['wrapped'][:5])}) are not converted")
+    if s.get("ignored"):
+        print(f"note: {len(s['ignored'])} keys of parts the model excludes were left out "
+              f"({', '.join(q(k, 80) for k in s['ignored'][:2])}, ...)")
     if s.get("filled"):
         print(f"note: {len(s['filled'])} keys the reference code does not save were filled "
               f"with their initial values ({', '.join(s['filled'][:2])}, ...); the reference "

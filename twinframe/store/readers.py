@@ -321,6 +321,13 @@ def probe_torch(path: Path) -> Probe:
                 meta.update(v.loads_object(extras[k], path, k))
         if "model" in meta:
             extras["model"] = meta["model"]
+    elif isinstance(obj.get("model_state_dict"), Mapping):
+        # a training script's checkpoint ({'epoch', 'model_state_dict', 'config', ...}): the
+        # weights are the state_dict under that key; the rest is kept as extras, not read
+        extras = {k: x for k, x in obj.items() if k != "model_state_dict"}
+        state, nested = _modules_state(_state_of(obj["model_state_dict"], path), path)
+        layout = "reference"
+        meta["wrapped"] = sorted(str(k) for k in extras)
     elif "state" in obj and "param_groups" in obj:
         raise v.fail(path, "is a torch optimizer state_dict, not model weights (convert it "
                      "with --optimizer next to its model file)")

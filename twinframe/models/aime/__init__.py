@@ -194,6 +194,28 @@ def _shape(state: Mapping[str, np.ndarray], key: str) -> tuple[int, ...]:
     return tuple(int(s) for s in np.shape(state[key]))
 
 
+# parts of the reference's state_dict outside the core (aime.md §0, §3.2): import ignores them
+EXCLUDED_PREFIXES = ("image_discriminator.", "perceiver_model.model.lpips_loss.")
+
+
+def reference_ignores(key: str) -> bool:
+    """Whether a reference state_dict key belongs to an excluded part (discriminator, LPIPS)."""
+    return key.startswith(EXCLUDED_PREFIXES)
+
+
+def reference_fill(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The reference saves every core key (no fill needed)."""
+    del state
+    return {}
+
+
+def reference_saves(key: str) -> bool:
+    """The reference saves every core key; the excluded parts cannot be produced (§3.2: load
+    an exported file into the reference with strict=False)."""
+    del key
+    return True
+
+
 def recognise(state: Mapping[str, np.ndarray]) -> AIMEConfig | None:
     """The AIME-core config implied by a state_dict's keys and shapes, or None.
 
@@ -205,8 +227,7 @@ def recognise(state: Mapping[str, np.ndarray]) -> AIMEConfig | None:
             "prior.component_nn.3.weight", "_rnn.lstm.weight_ih_l0")
     if any(k not in state for k in need):
         return None
-    core = {k: v for k, v in state.items()
-            if not k.startswith(("image_discriminator.", "perceiver_model.model.lpips_loss."))}
+    core = {k: v for k, v in state.items() if not reference_ignores(k)}
     try:
         L, _, Hd = _shape(core, "h0")
         _, V, Dc = _shape(core, "perceiver_model.tokenizer.vq._codebook.embed")
