@@ -13,7 +13,9 @@ Choices where the spec is silent (ours):
 - Sequence mode runs layer by layer: the input projection x @ w_ih of a layer is one matmul over
   all T steps, the scan carries only h @ w_hh. LSTM adds `b = b_ih + b_hh`, formed once outside
   the scan, so both biases receive bitwise-identical cotangents (altlas.md §2.3, P9 invariant) while
-  staying separate parameters under Adam. GRU keeps b_ih with the input projection and b_hh (incl.
+  staying separate parameters under Adam. The LSTM layer (`lstm_sequence`) has a hand-written
+  backward: a reverse scan of the gate cotangents, then the weight gradients as single matmuls
+  over all T*B rows. GRU keeps b_ih with the input projection and b_hh (incl.
   b_hn, inside the reset product) with the hidden one; its update is h' = n + u*(h - n) (torch's
   CPU kernel form).
 - Step mode (generation) uses the same cell functions with T = 1.
@@ -174,20 +176,79 @@ def gru_cell(gi: jax.Array, h: jax.Array, w_hh: jax.Array, b_hh: jax.Array) -> j
     return n + u * (h - n)
 
 
+def _lstm_scan(
+    xw: jax.Array, h0: jax.Array, c0: jax.Array, w_hh: jax.Array, b: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array, tuple[jax.Array, ...]]:
+    """LSTM recurrence over xw: [T, B, 4H] -> (y [T, B, H], hT, cT, saved activations
+    (c_{t-1}, i, f, g, o, tanh c_t), each [T, B, H]); the cell maths of `lstm_cell`."""
+
+    def body(carry, xw_t):
+        h, c = carry
+        z = xw_t + jnp.dot(h, w_hh) + b
+        z_i, z_f, z_g, z_o = jnp.split(z, 4, axis=-1)
+        i, f, g, o = jax.nn.sigmoid(z_i), jax.nn.sigmoid(z_f), jnp.tanh(z_g), jax.nn.sigmoid(z_o)
+        c2 = f * c + i * g
+        tc = jnp.tanh(c2)
+        h2 = o * tc
+        return (h2, c2), (h2, c, i, f, g, o, tc)
+
+    (h, c), (y, *saved) = jax.lax.scan(body, (h0, c0), xw)
+    return y, h, c, tuple(saved)
+
+
+@jax.custom_vjp
+def lstm_sequence(
+    x: jax.Array, w_ih: jax.Array, h0: jax.Array, c0: jax.Array, w_hh: jax.Array, b: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One LSTM layer over time with a hand-written backward (ours, for speed). x: [T, B, in];
+    w_ih: [in, 4H]; h0, c0: [B, H]; w_hh: [H, 4H]; b = b_ih + b_hh: [4H] -> (y [T, B, H], hT,
+    cT).
+
+    The forward is `lstm_cell`'s maths. The backward scan carries only (dh, dc) and emits the
+    gate cotangents dz [T, B, 4H]; the weight and bias gradients are then one matmul / sum
+    over all T*B rows (as cuDNN and torch do) instead of a small accumulation per step, which
+    autodiff of the scan does (B=32, default config: value_and_grad 27 -> 20 ms on CPU).
+    """
+    y, h, c, _ = _lstm_scan(jnp.einsum("tbi,ig->tbg", x, w_ih), h0, c0, w_hh, b)
+    return y, h, c
+
+
+def _lstm_sequence_fwd(x, w_ih, h0, c0, w_hh, b):
+    y, h, c, saved = _lstm_scan(jnp.einsum("tbi,ig->tbg", x, w_ih), h0, c0, w_hh, b)
+    return (y, h, c), (x, w_ih, h0, w_hh, y, saved)
+
+
+def _lstm_sequence_bwd(res, cts):
+    x, w_ih, h0, w_hh, y, saved = res
+    dy, dh_T, dc_T = cts
+
+    def body(carry, xs):
+        dh, dc = carry
+        dy_t, c_prev, i, f, g, o, tc = xs
+        dh = dh + dy_t
+        do = dh * tc
+        dc = dc + dh * o * (1 - tc * tc)
+        dz = jnp.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f),
+                              dc * i * (1 - g * g), do * o * (1 - o)], axis=-1)
+        return (jnp.dot(dz, w_hh.T), dc * f), dz
+
+    (dh0, dc0), dz = jax.lax.scan(body, (dh_T, dc_T), (dy, *saved), reverse=True)
+    h_prev = jnp.concatenate([h0[None], y[:-1]], axis=0)
+    return (jnp.einsum("tbg,ig->tbi", dz, w_ih), jnp.einsum("tbi,tbg->ig", x, dz), dh0, dc0,
+            jnp.einsum("tbh,tbg->hg", h_prev, dz), jnp.sum(dz, axis=(0, 1)))
+
+
+lstm_sequence.defvjp(_lstm_sequence_fwd, _lstm_sequence_bwd)
+
+
 def rnn_layer(
     p: Params, x: jax.Array, h0: jax.Array, c0: jax.Array | None, cell: str
 ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
     """One layer over time. x: [T, B, in]; h0, c0: [B, H] -> (y [T, B, H], hT, cT)."""
-    xw = jnp.einsum("tbi,ig->tbg", x, p["w_ih"])
     if cell == "lstm":
-        b = p["b_ih"] + p["b_hh"]
-
-        def body(carry, xw_t):
-            h, c = lstm_cell(xw_t, carry[0], carry[1], p["w_hh"], b)
-            return (h, c), h
-
-        (h, c), y = jax.lax.scan(body, (h0, c0), xw)
+        y, h, c = lstm_sequence(x, p["w_ih"], h0, c0, p["w_hh"], p["b_ih"] + p["b_hh"])
         return y, h, c
+    xw = jnp.einsum("tbi,ig->tbg", x, p["w_ih"])
     gi = xw + p["b_ih"]
 
     def body_gru(h, gi_t):
