@@ -13,9 +13,11 @@ Choices where the spec is silent (ours):
 - Sequence mode runs layer by layer: the input projection x @ w_ih of a layer is one matmul over
   all T steps, the scan carries only h @ w_hh. LSTM adds `b = b_ih + b_hh`, formed once outside
   the scan, so both biases receive bitwise-identical cotangents (altlas.md §2.3, P9 invariant) while
-  staying separate parameters under Adam. The LSTM layer (`lstm_sequence`) has a hand-written
-  backward: a reverse scan of the gate cotangents, then the weight gradients as single matmuls
-  over all T*B rows. GRU keeps b_ih with the input projection and b_hh (incl.
+  staying separate parameters under Adam. The LSTM recurrence (`lstm_recurrence`) has a
+  hand-written backward: a reverse scan of the gate cotangents, then the weight gradients as
+  single matmuls over all T*B rows. Layer 0's input projection is a row gather from
+  `input_table` = Emb @ w_ih [V, G*H] (V rows instead of B*T; its gradient is a scatter-add into
+  V rows). GRU keeps b_ih with the input projection and b_hh (incl.
   b_hn, inside the reset product) with the hidden one; its update is h' = n + u*(h - n) (torch's
   CPU kernel form).
 - Step mode (generation) uses the same cell functions with T = 1.
@@ -155,6 +157,13 @@ def embed(params: Params, x: jax.Array) -> jax.Array:
     return emb[x]
 
 
+def input_table(params: Params, w_ih: jax.Array) -> jax.Array:
+    """Emb @ w_ih: [V, G*H], row PAD without gradient into the embedding (as `embed`). Layer 0's
+    input projection of token x is row x of this table (ours: V = 63 rows instead of B*T)."""
+    emb = params["embedding"]["embedding"]
+    return jnp.dot(emb.at[PAD_ID].set(sg(emb[PAD_ID])), w_ih)
+
+
 def lstm_cell(
     xw: jax.Array, h: jax.Array, c: jax.Array, w_hh: jax.Array, b: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
@@ -197,29 +206,29 @@ def _lstm_scan(
 
 
 @jax.custom_vjp
-def lstm_sequence(
-    x: jax.Array, w_ih: jax.Array, h0: jax.Array, c0: jax.Array, w_hh: jax.Array, b: jax.Array
+def lstm_recurrence(
+    xw: jax.Array, h0: jax.Array, c0: jax.Array, w_hh: jax.Array, b: jax.Array
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """One LSTM layer over time with a hand-written backward (ours, for speed). x: [T, B, in];
-    w_ih: [in, 4H]; h0, c0: [B, H]; w_hh: [H, 4H]; b = b_ih + b_hh: [4H] -> (y [T, B, H], hT,
-    cT).
+    """The LSTM recurrence over precomputed input projections, with a hand-written backward
+    (ours, for speed). xw = x @ w_ih: [T, B, 4H]; h0, c0: [B, H]; w_hh: [H, 4H]; b = b_ih + b_hh:
+    [4H] -> (y [T, B, H], hT, cT).
 
     The forward is `lstm_cell`'s maths. The backward scan carries only (dh, dc) and emits the
-    gate cotangents dz [T, B, 4H]; the weight and bias gradients are then one matmul / sum
-    over all T*B rows (as cuDNN and torch do) instead of a small accumulation per step, which
-    autodiff of the scan does (B=32, default config: value_and_grad 27 -> 20 ms on CPU).
+    gate cotangents dz [T, B, 4H] (= the cotangent of xw); dw_hh and db are then one matmul /
+    one sum over all T*B rows (as cuDNN and torch do) instead of a small accumulation per step,
+    which autodiff of the scan does (B=32, default config: value_and_grad 27 -> 20 ms on CPU).
     """
-    y, h, c, _ = _lstm_scan(jnp.einsum("tbi,ig->tbg", x, w_ih), h0, c0, w_hh, b)
+    y, h, c, _ = _lstm_scan(xw, h0, c0, w_hh, b)
     return y, h, c
 
 
-def _lstm_sequence_fwd(x, w_ih, h0, c0, w_hh, b):
-    y, h, c, saved = _lstm_scan(jnp.einsum("tbi,ig->tbg", x, w_ih), h0, c0, w_hh, b)
-    return (y, h, c), (x, w_ih, h0, w_hh, y, saved)
+def _lstm_recurrence_fwd(xw, h0, c0, w_hh, b):
+    y, h, c, saved = _lstm_scan(xw, h0, c0, w_hh, b)
+    return (y, h, c), (h0, w_hh, y, saved)
 
 
-def _lstm_sequence_bwd(res, cts):
-    x, w_ih, h0, w_hh, y, saved = res
+def _lstm_recurrence_bwd(res, cts):
+    h0, w_hh, y, saved = res
     dy, dh_T, dc_T = cts
 
     def body(carry, xs):
@@ -234,21 +243,30 @@ def _lstm_sequence_bwd(res, cts):
 
     (dh0, dc0), dz = jax.lax.scan(body, (dh_T, dc_T), (dy, *saved), reverse=True)
     h_prev = jnp.concatenate([h0[None], y[:-1]], axis=0)
-    return (jnp.einsum("tbg,ig->tbi", dz, w_ih), jnp.einsum("tbi,tbg->ig", x, dz), dh0, dc0,
-            jnp.einsum("tbh,tbg->hg", h_prev, dz), jnp.sum(dz, axis=(0, 1)))
+    return dz, dh0, dc0, jnp.einsum("tbh,tbg->hg", h_prev, dz), jnp.sum(dz, axis=(0, 1))
 
 
-lstm_sequence.defvjp(_lstm_sequence_fwd, _lstm_sequence_bwd)
+lstm_recurrence.defvjp(_lstm_recurrence_fwd, _lstm_recurrence_bwd)
+
+
+def lstm_sequence(
+    x: jax.Array, w_ih: jax.Array, h0: jax.Array, c0: jax.Array, w_hh: jax.Array, b: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One LSTM layer over time: `lstm_recurrence(x @ w_ih, ...)`. x: [T, B, in]; w_ih:
+    [in, 4H] -> (y [T, B, H], hT, cT)."""
+    return lstm_recurrence(jnp.einsum("tbi,ig->tbg", x, w_ih), h0, c0, w_hh, b)
 
 
 def rnn_layer(
-    p: Params, x: jax.Array, h0: jax.Array, c0: jax.Array | None, cell: str
+    p: Params, x: jax.Array | None, h0: jax.Array, c0: jax.Array | None, cell: str,
+    xw: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
-    """One layer over time. x: [T, B, in]; h0, c0: [B, H] -> (y [T, B, H], hT, cT)."""
+    """One layer over time. x: [T, B, in] (or its projection xw = x @ w_ih: [T, B, G*H]);
+    h0, c0: [B, H] -> (y [T, B, H], hT, cT)."""
+    if xw is None:
+        xw = jnp.einsum("tbi,ig->tbg", x, p["w_ih"])
     if cell == "lstm":
-        y, h, c = lstm_sequence(x, p["w_ih"], h0, c0, p["w_hh"], p["b_ih"] + p["b_hh"])
-        return y, h, c
-    xw = jnp.einsum("tbi,ig->tbg", x, p["w_ih"])
+        return lstm_recurrence(xw, h0, c0, p["w_hh"], p["b_ih"] + p["b_hh"])
     gi = xw + p["b_ih"]
 
     def body_gru(h, gi_t):
@@ -268,11 +286,12 @@ def forward(
 ) -> tuple[jax.Array, RNNState]:
     """Sequence mode. x: int [B, T] -> logits [B, T, V] f32, final state (zeros if None)."""
     state = zero_state(cfg, x.shape[0]) if state is None else state
-    y = jnp.swapaxes(embed(params, x), 0, 1)
-    hs, cs = [], []
+    y, hs, cs = None, [], []
     for k in range(cfg.num_layers):
         c0 = None if state.c is None else state.c[k]
-        y, h, c = rnn_layer(params["rnn"][layer_name(k)], y, state.h[k], c0, cfg.cell)
+        p = params["rnn"][layer_name(k)]
+        xw = input_table(params, p["w_ih"])[x.T] if k == 0 else None
+        y, h, c = rnn_layer(p, y, state.h[k], c0, cfg.cell, xw)
         hs.append(h)
         cs.append(c)
     y = jnp.swapaxes(y, 0, 1)
