@@ -303,14 +303,19 @@ def forward(
 
 
 def step(
-    params: Params, tok: jax.Array, state: RNNState, cfg: AltLASConfig
+    params: Params, tok: jax.Array, state: RNNState, cfg: AltLASConfig,
+    table: jax.Array | None = None,
 ) -> tuple[jax.Array, RNNState]:
-    """Step mode. tok: int [B] -> logits [B, V], new state (eval mode: no dropout)."""
-    x = embed(params, tok)
+    """Step mode. tok: int [B] -> logits [B, V], new state (eval mode: no dropout). table:
+    layer 0's `input_table` (computed here when None; pass it to reuse it over many steps)."""
+    x = None
     hs, cs = [], []
     for k in range(cfg.num_layers):
         p = params["rnn"][layer_name(k)]
-        xw = jnp.dot(x, p["w_ih"])
+        if k == 0:
+            xw = (input_table(params, p["w_ih"]) if table is None else table)[tok]
+        else:
+            xw = jnp.dot(x, p["w_ih"])
         if cfg.cell == "lstm":
             h, c = lstm_cell(xw, state.h[k], state.c[k], p["w_hh"], p["b_ih"] + p["b_hh"])
             cs.append(c)
@@ -376,11 +381,12 @@ def generate(
     use_g = uses_grammar(cfg) and grammar is not None
     boost = jnp.asarray(grammar_boost_table(cfg)[:T]) if use_g else jnp.zeros(T, F32)
     rows = jnp.arange(B)
+    table = input_table(params, params["rnn"][layer_name(0)]["w_ih"])
 
     def body(carry, xs):
         state, prev, done, seen = carry
         g, boost_t = xs
-        logits, state = step(params, prev, state, cfg)
+        logits, state = step(params, prev, state, cfg, table)
         z = modify_logits(logits, prev, seen, boost_t if use_g else None,
                           grammar if use_g else None, cfg)
         a = jnp.argmax(z + g, axis=-1).astype(jnp.int32)
