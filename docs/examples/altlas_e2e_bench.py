@@ -1,56 +1,52 @@
 # ruff: noqa: T201  (a benchmark script: its output is the table)
 """End-to-end AltLAS `Trainer.train_step()` (generation + sandbox/scoring + update), one process,
-interleaved rounds: torch eager, JAX jit with main's LSTM layer (scan autodiff, "jax_before") and
-JAX jit as in the library ("jax_after"). How docs/performance_altlas.md was measured, until
-`twinframe bench` takes a batch option (issue 13 item 1).
+interleaved rounds: torch eager, JAX jit with `twinframe/functional/altlas.py` as of git revision
+BEFORE ("jax_before", loaded from `git show`) and JAX jit as in the working tree ("jax_after").
+How docs/performance_altlas.md was measured, until `twinframe bench` takes a batch option (issue
+13 item 1).
 
-usage: python docs/examples/altlas_e2e_bench.py B STEPS ROUNDS    (e.g. 32 10 4)
+usage: python docs/examples/altlas_e2e_bench.py B STEPS ROUNDS [BEFORE]   (e.g. 32 10 4 main)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
+import subprocess
 import sys
 import time
+import types
 
-import jax
-
-from twinframe.functional import altlas as f
 from twinframe.registry import get
 from twinframe.training.runner import Trainer
 
 PARTS = ("generate_s", "execute_s", "learn_s")
 
 
-def scan_autodiff_layer(p, x, h0, c0, cell):
-    """main's LSTM branch of `rnn_layer`: autodiff through lax.scan of `lstm_cell`."""
-    del cell
-    xw = jax.numpy.einsum("tbi,ig->tbg", x, p["w_ih"])
-    b = p["b_ih"] + p["b_hh"]
-
-    def body(carry, xw_t):
-        h, c = f.lstm_cell(xw_t, carry[0], carry[1], p["w_hh"], b)
-        return (h, c), h
-
-    (h, c), y = jax.lax.scan(body, (h0, c0), xw)
-    return y, h, c
+def functional_at(rev: str) -> types.ModuleType:
+    """`twinframe.functional.altlas` as of git revision `rev`, as a separate module."""
+    src = subprocess.run(["git", "show", f"{rev}:twinframe/functional/altlas.py"], check=True,
+                         capture_output=True, text=True).stdout
+    mod = types.ModuleType(f"altlas_functional_{rev}")
+    sys.modules[mod.__name__] = mod
+    exec(compile(src, f"{rev}:twinframe/functional/altlas.py", "exec"), mod.__dict__)  # noqa: S102
+    return mod
 
 
-def main(batch: int, steps: int, rounds: int) -> None:
+def main(batch: int, steps: int, rounds: int, before: str = "main") -> None:
     spec = get("altlas")
     preset = spec.presets["default"]
     cfg, run = preset.model, preset.run.replace(batch_size=batch)
+    old = functional_at(before)
+    old_spec = dataclasses.replace(spec, make_train_step=old.make_train_step)
     trainers = {"torch": Trainer(spec, cfg, run, "torch"),
-                # another run config -> its own compiled train step (the step cache is per config)
-                "jax_before": Trainer(spec, cfg, run.replace(checkpoint_every=7), "jax"),
+                "jax_before": Trainer(old_spec, cfg, run, "jax"),
                 "jax_after": Trainer(spec, cfg, run, "jax")}
-    library_layer = f.rnn_layer
-    for name, tr in trainers.items():  # compiles happen here, with the layer of that trainer
-        f.rnn_layer = scan_autodiff_layer if name == "jax_before" else library_layer
+    trainers["jax_before"].engine.fns = old.jitted(cfg)  # its generate
+    for tr in trainers.values():
         for _ in range(3):
             tr.train_step()
-    f.rnn_layer = library_layer
     wall = {k: [] for k in trainers}
     split = {k: {q: [] for q in PARTS} for k in trainers}
     loads = []
@@ -83,4 +79,4 @@ def main(batch: int, steps: int, rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:4]))
+    main(*(int(a) for a in sys.argv[1:4]), *sys.argv[4:5])
