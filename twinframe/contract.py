@@ -112,6 +112,7 @@ class Curve:
     accuracy: str | None = None
     extra_lrs: tuple[float, ...] = ()
     judge_params: Callable[..., list[Comparison]] | None = None
+    steps: int | None = None  # the spec's own L5 length (the report's default otherwise: 50)
 
 
 @dataclasses.dataclass(frozen=True)

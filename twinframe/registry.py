@@ -299,7 +299,7 @@ def _aime() -> ModelSpec:
         parity_levels=p_aime.levels,
         curve=Curve(metrics=("loss", "elbo", "perceiver", "predictive"),
                     mismatch_label="decision_mismatches", accuracy="token_acc",
-                    judge_params=p_aime.judge_l5_params),
+                    judge_params=p_aime.judge_l5_params, steps=20),  # aime.md §7 L5
         progress=(ProgressField("elbo", "elbo", ".3f"),
                   ProgressField("perceiver", "perc", ".3f"),
                   ProgressField("predictive", "pred", ".4f"),

@@ -6,14 +6,17 @@ from __future__ import annotations
 import argparse
 import time
 
+DEFAULT_CURVE = 50
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("models", nargs="*", help="models to include (default: all registered)")
     p.add_argument("--config", default=None,
                    help="config preset (default: each model's check preset, tiny for most)")
     p.add_argument("--out", default="report", help="output directory (default report/)")
-    p.add_argument("--curve", type=int, default=50, metavar="N",
-                   help="lockstep training-curve steps per model (0 = skip; default 50)")
+    p.add_argument("--curve", type=int, default=None, metavar="N",
+                   help="lockstep training-curve steps per model (0 = skip; default: the "
+                   f"model's spec length where it fixes one, else {DEFAULT_CURVE})")
     p.add_argument("--switch", type=int, default=20, metavar="N",
                    help="mid-training framework switch: N steps before and after (0 = skip)")
 
@@ -35,13 +38,14 @@ def main(args: argparse.Namespace) -> int:
         records = checks.run(spec, cfg, run, progress=lambda m: print("  " + m, flush=True))
         curves: dict = {}
         results_l5 = []
-        if args.curve:
+        n_curve = args.curve if args.curve is not None else (spec.curve.steps or DEFAULT_CURVE)
+        if n_curve:
             for lr in (run.lr, *spec.curve.extra_lrs):
                 label = f"@lr{lr:g}"
-                print(f"[{name}] {args.curve}-step lockstep training curve, lr {lr:g} ...",
+                print(f"[{name}] {n_curve}-step lockstep training curve, lr {lr:g} ...",
                       flush=True)
                 results_l5.append(
-                    checks.run_curve(spec, cfg, run.replace(lr=lr), args.curve, label))
+                    checks.run_curve(spec, cfg, run.replace(lr=lr), n_curve, label))
         if args.switch:
             for src, dst in (("torch", "jax"), ("jax", "torch")):
                 print(f"[{name}] mid-training switch {src} -> {dst} ...", flush=True)
@@ -53,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
         if spec.visualize is not None and results_l5 and results_l5[0].states:
             for fw, state in results_l5[0].states.items():
                 for caption, png in spec.visualize(cfg, run, state).items():
-                    images[f"{fw} after the {args.curve}-step curve: {caption}"] = png
+                    images[f"{fw} after the {n_curve}-step curve: {caption}"] = png
         results.append(report.ModelResult(name, preset, {**cfg.to_dict(), **run.to_dict()},
                                           records, curves,
                                           time.perf_counter() - t1, images))
