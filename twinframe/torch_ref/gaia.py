@@ -16,10 +16,9 @@ Module tree (state_dict = the layout of `models.gaia.layout`): `GaiaAgentModule`
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -39,20 +38,7 @@ from twinframe.models.gaia import (
     GaiaRun,
 )
 from twinframe.torch_ref.layers import load_numpy_state
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run with n intra-op threads (0: leave torch's setting), restoring the count after. The
-    agent's tensors are tiny (batch 1, P planning rows): extra threads only synchronise, and
-    on a loaded 2-core machine they slow a step down ~10x. Results do not depend on it."""
-    old = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+from twinframe.torch_ref.layers import torch_threads as torch_threads
 
 
 def bitnet_quantize(w: torch.Tensor, ste: bool = False) -> torch.Tensor:

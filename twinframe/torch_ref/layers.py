@@ -8,13 +8,30 @@ empty (no global RNG); models fill them from an explicit init.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from twinframe.models.base import TRUNC_LOWER, TRUNC_UPPER, trunc_normal_compensation
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with n intra-op threads (0: leave torch's setting), restoring the count after. Small
+    per-step tensors (GAIA's batch-1 agent, AIME's batch 2) gain nothing from a second thread,
+    and on a loaded 2-core machine it made steps ~10x slower (measured). The count can change
+    reduction orders, i.e. results at the ulp level (docs/findings.md)."""
+    old = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def trunc_normal_from_uniform(

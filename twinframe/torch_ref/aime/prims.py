@@ -8,32 +8,18 @@ written in place into a tensor autograd saved (aime.md §7 trap 10).
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from twinframe.torch_ref.layers import torch_threads as torch_threads
+
 EPS32 = float(torch.finfo(torch.float32).eps)
 TINY32 = float(torch.finfo(torch.float32).tiny)
 MASK_VALUE = -3.4028234663852886e38
 
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run with n intra-op threads (0: leave torch's setting), restoring the count after. At
-    batch 2 the tensors are small: on a loaded 2-core machine a second thread only waits (a
-    micro step took 2-18 s with 2 threads, 0.5-0.9 s with 1, measured). The thread count
-    changes reduction orders, i.e. results at the ulp level."""
-    old = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def clamp_t(x: torch.Tensor, lo: float | None = None, hi: float | None = None) -> torch.Tensor:
