@@ -153,11 +153,10 @@ class AIMETorchEngine(TorchEngine):
         del reference  # the reference decides
         from twinframe.torch_ref.aime.prims import torch_threads
 
-        torch = self.torch
-        noise = {k: torch.from_numpy(v) for k, v in inp.noise.items()}
+        noise = {k: self.dev(v) for k, v in inp.noise.items()}
         with torch_threads(self.run.torch_threads):
             res, self.shadow, self.ema_n = self.tt.train_step(
-                self.model, self.opt, torch.from_numpy(inp.x), torch.from_numpy(inp.actions),
+                self.model, self.opt, self.dev(inp.x), self.dev(inp.actions),
                 noise, inp.hyper, self.shadow, self.ema_n, self.rgb, inp.step, self.run,
                 keep_grads)
         self.rgb = res.rgb

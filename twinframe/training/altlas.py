@@ -413,7 +413,7 @@ class AltLASTorchEngine(TorchEngine):
     def generate(self, noise: np.ndarray) -> HostRollout:
         """noise f32 [B, T, V] -> B episodes (eval mode, no grad)."""
         noise = check_generate_inputs(self.cfg, noise)
-        r = self.t_alt.generate(self.model, self.torch.from_numpy(np.ascontiguousarray(noise)))
+        r = self.t_alt.generate(self.model, self.dev(noise))
         return HostRollout(r.tokens.numpy(), r.valid.numpy(), r.hit_eos.numpy(),
                            r.length.numpy(), r.logp_model.numpy(), r.entropy.numpy())
 
@@ -424,9 +424,8 @@ class AltLASTorchEngine(TorchEngine):
         if upd.skip:
             return dict(SKIPPED)
         torch = self.torch
-        args = (torch.from_numpy(np.ascontiguousarray(tokens)),
-                torch.from_numpy(np.ascontiguousarray(valid)), torch.from_numpy(upd.advantages),
-                torch.from_numpy(upd.weights), torch.tensor(upd.beta))
+        args = (self.dev(tokens), self.dev(valid), self.dev(upd.advantages),
+                self.dev(upd.weights), torch.tensor(upd.beta))
         try:
             lo = self.t_alt.learn_step(self.model, self.opt, *args,
                                        grad_clip_norm=self.run.grad_clip_norm)
@@ -437,8 +436,7 @@ class AltLASTorchEngine(TorchEngine):
     def bench_step(self, host: AltLASHost) -> BenchStep:
         """`twinframe bench`: generation + one update on the rollout's tokens, inputs made
         once (`bench_inputs`); no metric fetch beyond what `learn_step` does itself."""
-        torch = self.torch
-        noise, adv, w, beta = (torch.from_numpy(x) if isinstance(x, np.ndarray) else x
+        noise, adv, w, beta = (self.dev(x) if isinstance(x, np.ndarray) else x
                                for x in bench_inputs(host))
 
         def run() -> None:

@@ -117,18 +117,16 @@ class GaiaTorchEngine(TorchEngine):
         self.tg = tg
 
     def select(self, s: np.ndarray, eps: np.ndarray, u: np.float32) -> dict[str, Any]:
-        t = self.torch
         with self.tg.torch_threads(self.run.torch_threads):
-            sel = self.tg.select_action(self.model, t.from_numpy(np.array(s, np.float32)),
-                                        t.from_numpy(np.array(eps, np.float32)), float(u))
+            sel = self.tg.select_action(self.model, self.dev(np.asarray(s, np.float32)),
+                                        self.dev(np.asarray(eps, np.float32)), float(u))
         return {"action": sel.action.numpy().copy(), "idx": sel.idx, "tie": sel.tie,
                 "free_energy": float(sel.efe[sel.idx])}
 
     def learn(self, s: np.ndarray, a: np.ndarray, s_next: np.ndarray) -> dict[str, Any]:
-        t = self.torch
         with self.tg.torch_threads(self.run.torch_threads):
-            lo = self.tg.learn(self.model, self.opt, self.opt, t.from_numpy(np.array(s)),
-                               t.from_numpy(np.array(a)), t.from_numpy(np.array(s_next)),
+            lo = self.tg.learn(self.model, self.opt, self.opt, self.dev(s), self.dev(a),
+                               self.dev(s_next),
                                grad_clip_norm=self.run.grad_clip_norm)
         m0 = self.model.wm.models[0]
         return {"wm_loss": lo.wm_loss, "uncertainty": lo.uncertainty,
