@@ -1,6 +1,7 @@
 """NNX checkpoints (`twinframe.flax.checkpoint`): torch-layout weights -> orbax NNX state ->
 back bit for bit; Flax's own restore recipe (`nnx.split` of the abstract module, restore,
-`nnx.merge`) loads it; a bad directory is one CheckpointError line and nothing is written."""
+`nnx.merge`) loads it, state outside the layout table (`JaxFace.extra`: AIME's EMA teacher)
+included; a bad directory is one CheckpointError line and nothing is written."""
 
 from __future__ import annotations
 
@@ -20,12 +21,10 @@ from twinframe.flax import checkpoint as ck
 from twinframe.models.layout import flatten_tree, path_str
 from twinframe.store import io
 
-PRESET = "tiny"
-
-
 def _setup(name):
+    """The model at its `check_preset` (tiny unless it declares a smaller one)."""
     spec = registry.get(name)
-    cfg, run = spec.config(PRESET), spec.run_config(PRESET)
+    cfg, run = spec.config(spec.check_preset), spec.run_config(spec.check_preset)
     return spec, cfg, spec.canonical_init(cfg, run.seed)
 
 

@@ -2,7 +2,14 @@
 `jax_face`: outputs bit for bit against the pure functions (eager and under `nnx.jit`),
 `nnx.split` -> pure params -> `nnx.merge`, and an `nnx.Optimizer` step with the model's optax
 transformation against its jitted `make_train_step`. Models without a `jax_face` are skipped
-with that reason."""
+with that reason.
+
+Each model runs at its `check_preset` with its run's batch size (the shapes the rest of the
+suite compiles, so compiled steps come from the persistent cache), under the parity precision
+the other training tests set. The optimizer step of a model whose whole step compiles slowly
+(a `check_preset` other than tiny: AIME's step compiles for 1.5-5 min on 2 cores, beyond the
+suite's budget) is opt-in, marked `slow`:
+`python -m pytest -m slow tests/test_flax_nnx.py -k optimizer -p no:cacheprovider`."""
 
 from __future__ import annotations
 
@@ -18,10 +25,14 @@ from twinframe import flax as tf_flax
 from twinframe import registry
 from twinframe.errors import TwinframeError
 from twinframe.models.layout import flatten_tree, normalize_tree_keys, path_str
+from twinframe.parity import checks
 
-PRESET = "tiny"
-BATCH = 3
 SEED = 5
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _parity_precision():
+    checks.configure_jax_for_parity()  # as the training tests: their compiled steps are shared
 
 
 def _case(name: str):
@@ -31,23 +42,40 @@ def _case(name: str):
     return _built(name)
 
 
+def _batch(name: str) -> int:
+    spec = registry.get(name)
+    return spec.run_config(spec.check_preset).batch_size
+
+
 @functools.cache
 def _built(name: str):
     spec = registry.get(name)
-    cfg, run = spec.config(PRESET), spec.run_config(PRESET)
+    cfg, run = spec.config(spec.check_preset), spec.run_config(spec.check_preset)
     tree = spec.layout(cfg).table.torch_to_tree(spec.canonical_init(cfg, run.seed))
     tree = jax.tree.map(jnp.asarray, normalize_tree_keys(tree))
     face = spec.jax_face(cfg)
-    inputs, batch = face.example(BATCH, SEED)
+    inputs, batch = face.example(_batch(name), SEED)
     return spec, cfg, run, tree, face, inputs, batch
 
 
-def _pure_frozen(tree, face):
-    """The pure side's `frozen`: non-params roots, plus the initial carry (if any)."""
+def _extra(tree, face):
+    """The face's `extra` roots built from the weights, as the module builds them."""
     frozen = {k: v for k, v in tree.items() if k != "params"}
+    return {root: init(tree["params"], frozen) for root, init in face.extra.items()}
+
+
+def _pure_frozen(tree, face, batch_size):
+    """The pure side's `frozen`: non-params roots, `extra` roots, the initial carry (if any)."""
+    frozen = {k: v for k, v in tree.items() if k != "params"}
+    frozen.update(_extra(tree, face))
     if face.init_carry is not None:
-        frozen["carry"] = face.init_carry(dict(frozen), BATCH)
+        frozen["carry"] = face.init_carry(dict(frozen), batch_size)
     return frozen
+
+
+def _jit(fn):
+    """`jax.jit(fn)`; a face function compiled already is its own jit."""
+    return fn if isinstance(fn, jax.stages.Wrapped) else jax.jit(fn)
 
 
 def _copy(tree):
@@ -72,7 +100,13 @@ def _by_path(tree) -> dict[str, np.ndarray]:
 
 
 def _module(name, tree, **kw):
-    return tf_flax.module(name, PRESET, tree, rngs=nnx.Rngs(0), **kw)
+    return tf_flax.module(name, registry.get(name).check_preset, tree, rngs=nnx.Rngs(0), **kw)
+
+
+def _step_cases():
+    """The models; the case is opt-in (`-m slow`) where the whole step compiles slowly."""
+    return [pytest.param(n, marks=pytest.mark.slow) if registry.get(n).check_preset != "tiny"
+            else n for n in registry.MODELS]
 
 
 @pytest.mark.parametrize("name", registry.MODELS)
@@ -89,60 +123,70 @@ def test_params_are_the_pure_leaves(name):
     held = {path_str(k): v for k, v in flatten_tree(model.params()).items()}
     given = {path_str(k): v for k, v in flatten_tree(tree["params"]).items()}
     assert all(held[k] is given[k] for k in given)
-    # non-trainable roots are not Params, and every leaf of the layout tree is in the state
+    # non-trainable roots are not Params; the state is the layout tree's leaves and the
+    # face's `extra` roots
     rest = _by_path(nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.Param))))
+    extra = set(_by_path(_extra(tree, face)))
     assert {f"params/{k}" for k in got} | set(rest) == {path_str(r.path) for r in
-                                                        spec.layout(cfg).table.rows}
+                                                        spec.layout(cfg).table.rows} | extra
     assert type(model).__doc__ and "Not covered" in type(model).__doc__
 
 
 @pytest.mark.parametrize("name", registry.MODELS)
 def test_state_variable_kinds(name):
-    """Leaves a face names in `JaxFace.kinds` are `Trace`/`Diagnostic` variables (both
-    `nnx.BatchStat`s, never `nnx.Param`), the others of their root keep the root's type; each
-    type's filter selects exactly its leaves, and split/merge by those filters is exact."""
+    """Leaves a face names in `JaxFace.kinds` (by leaf name, or a whole `extra` root) are
+    variables of that kind (`Trace`, `Diagnostic`, `Ema`: all `nnx.BatchStat`s, never
+    `nnx.Param`), the others of their root keep the root's type; each type's filter selects
+    exactly its leaves, and split/merge by those filters is exact."""
     spec, cfg, _, tree, face, inputs, _ = _case(name)
     if not face.kinds:
-        pytest.skip(f"{name}: no trace or diagnostic leaves")
-    model = _module(name, tree, batch_size=BATCH)
-    want: dict[str, set[str]] = {"trace": set(), "diagnostic": set()}
+        pytest.skip(f"{name}: no leaves of a named kind")
+    model = _module(name, tree, batch_size=_batch(name))
+    kinds = {k: cls for k, cls in tf_flax.KINDS.items() if cls is not tf_flax.Buffer}
+    want: dict[str, set[str]] = {k: set() for k in kinds}
     for r in spec.layout(cfg).table.rows:
         if r.path[0] != "params" and r.path[-1] in face.kinds:
             want[face.kinds[r.path[-1]]].add(path_str(r.path))
-    assert want["trace"] or want["diagnostic"]
-    for kind, cls in (("trace", tf_flax.Trace), ("diagnostic", tf_flax.Diagnostic)):
+    for root, sub in _extra(tree, face).items():
+        for k in _by_path(sub):
+            kind = face.kinds.get(root) or face.kinds.get(k.rsplit("/", 1)[-1])
+            if kind in want:
+                want[kind].add(f"{root}/{k}")
+    assert any(want.values())
+    for kind, cls in kinds.items():
         assert set(_by_path(nnx.to_pure_dict(nnx.state(model, cls)))) == want[kind], kind
     stats = set(_by_path(nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))))
-    assert want["trace"] | want["diagnostic"] <= stats
+    assert set().union(*want.values()) <= stats
     assert not stats & {f"params/{k}" for k in
                         _by_path(nnx.to_pure_dict(nnx.state(model, nnx.Param)))}
-    graphdef, params, traces, diags, rest = nnx.split(model, nnx.Param, tf_flax.Trace,
-                                                      tf_flax.Diagnostic, ...)
-    merged = nnx.merge(graphdef, params, traces, diags, rest)
+    graphdef, params, *by_kind, rest = nnx.split(model, nnx.Param, *kinds.values(), ...)
+    merged = nnx.merge(graphdef, params, *by_kind, rest)
     _assert_same(nnx.to_pure_dict(nnx.state(merged)), nnx.to_pure_dict(nnx.state(model)),
                  f"{name}: split/merge by kind")
-    before = _bits(nnx.to_pure_dict(nnx.state(model, tf_flax.Trace)))
-    model(*inputs)  # a call rewrites the traces in place
-    assert _bits(nnx.to_pure_dict(nnx.state(model, tf_flax.Trace))) != before, name
+    if want["trace"]:
+        before = _bits(nnx.to_pure_dict(nnx.state(model, tf_flax.Trace)))
+        model(*inputs)  # a call rewrites the traces in place
+        assert _bits(nnx.to_pure_dict(nnx.state(model, tf_flax.Trace))) != before, name
 
 
 @pytest.mark.parametrize("name", registry.MODELS)
 def test_outputs_bit_exact(name):
     """Eager call and `nnx.jit` call equal the pure apply (eager, jit), outputs and carry."""
     _, _, _, tree, face, inputs, _ = _case(name)
-    frozen = _pure_frozen(tree, face)
+    B = _batch(name)
+    frozen = _pure_frozen(tree, face, B)
     want, want_upd = face.apply(tree["params"], frozen, *inputs)
-    model = _module(name, tree, batch_size=BATCH)
+    model = _module(name, tree, batch_size=B)
     _assert_same(model(*inputs), want, f"{name}: eager outputs")
-    _assert_same(nnx.to_pure_dict(nnx.state(model, tf_flax.Carry)).get("carry", {}),
-                 want_upd.get("carry", {}), f"{name}: carry after the call")
+    _assert_same(model.frozen(), {**frozen, **want_upd}, f"{name}: state and carry after the "
+                 "call")
 
-    jit_want, jit_upd = jax.jit(face.apply)(tree["params"], frozen, *inputs)
-    model = _module(name, tree, batch_size=BATCH)
+    jit_want, jit_upd = _jit(face.apply)(tree["params"], frozen, *inputs)
+    model = _module(name, tree, batch_size=B)
     call = nnx.jit(lambda m, *x: m(*x))
     _assert_same(call(model, *inputs), jit_want, f"{name}: nnx.jit outputs")
-    _assert_same(nnx.to_pure_dict(nnx.state(model, tf_flax.Carry)).get("carry", {}),
-                 jit_upd.get("carry", {}), f"{name}: carry after the nnx.jit call")
+    _assert_same(model.frozen(), {**frozen, **jit_upd}, f"{name}: state and carry after the "
+                 "nnx.jit call")
 
 
 @pytest.mark.parametrize("name", registry.MODELS)
@@ -153,14 +197,15 @@ def test_methods_bit_exact(name):
     _, _, _, tree, face, _, _ = _case(name)
     if not face.methods:
         pytest.skip(f"{name}: no methods besides apply and loss")
-    args = face.method_args(BATCH, SEED) if face.method_args else {}
+    B = _batch(name)
+    args = face.method_args(B, SEED) if face.method_args else {}
     missing = sorted(set(face.methods) - set(args))
     assert not missing, f"{name}: no method_args for {missing}"
-    frozen = _pure_frozen(tree, face)
-    model = _module(name, tree, batch_size=BATCH)
+    frozen = _pure_frozen(tree, face, B)
+    model = _module(name, tree, batch_size=B)
     assert type(model).__doc__.count(", ".join(face.methods)) == 1
     for m, fn in face.methods.items():
-        want, upd = jax.jit(fn)(tree["params"], frozen, *args[m])
+        want, upd = _jit(fn)(tree["params"], frozen, *args[m])
         got = nnx.jit(lambda model, *a, m=m: getattr(model, m)(*a))(model, *args[m])
         _assert_same(got, want, f"{name}.{m} under nnx.jit")
         frozen = {**frozen, **upd}
@@ -170,12 +215,13 @@ def test_methods_bit_exact(name):
 @pytest.mark.parametrize("name", registry.MODELS)
 def test_split_pure_merge_roundtrip(name):
     _, _, _, tree, face, inputs, _ = _case(name)
-    model = _module(name, tree, batch_size=BATCH)
+    B = _batch(name)
+    model = _module(name, tree, batch_size=B)
     before = _bits(nnx.to_pure_dict(nnx.state(model)))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     pure = normalize_tree_keys(nnx.to_pure_dict(params))  # the pure pytree: lists as lists
     _assert_same(pure, tree["params"], f"{name}: pure params from nnx.split")
-    want, _ = face.apply(pure, _pure_frozen(tree, face), *inputs)
+    want, _ = face.apply(pure, _pure_frozen(tree, face, B), *inputs)
     params2 = nnx.state(nnx.merge(graphdef, params, rest), nnx.Param)
     nnx.replace_by_pure_dict(params2, jax.tree.map(jnp.copy, nnx.to_pure_dict(params)))
     merged = nnx.merge(graphdef, params2, rest)
@@ -183,24 +229,25 @@ def test_split_pure_merge_roundtrip(name):
     _assert_same(merged(*inputs), want, f"{name}: merged module outputs")
 
 
-@pytest.mark.parametrize("name", registry.MODELS)
+@pytest.mark.parametrize("name", _step_cases())
 def test_optimizer_step_equals_train_step(name):
-    """Two steps of nnx.Optimizer(model, spec.jax_optimizer(run)) under nnx.jit equal two
-    calls of spec.make_train_step(cfg, tx): parameters, optimizer state, loss, carry."""
+    """Two steps of nnx.Optimizer(model, spec.jax_optimizer(run)) under nnx.jit
+    (`model.train_step`: the face's gradients, `opt.update`, the after-update hook) equal two
+    calls of spec.make_train_step(cfg, tx): parameters, optimizer state, loss, the state and
+    carry the steps write."""
     spec, cfg, run, tree, face, _, batch = _case(name)
     tx = spec.jax_optimizer(run)
+    B = _batch(name)
 
-    model = _module(name, _copy(tree), batch_size=BATCH)
+    model = _module(name, _copy(tree), batch_size=B)
     opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
 
     @nnx.jit
     def nnx_step(model, opt, *batch):
-        (loss, _), grads = nnx.value_and_grad(lambda m: m.loss(*batch), has_aux=True)(model)
-        opt.update(model, grads)
-        return loss
+        return model.train_step(opt, *batch)[0]
 
     step = spec.make_train_step(cfg, tx)
-    params, frozen = _copy(tree["params"]), _pure_frozen(tree, face)
+    params, frozen = _copy(tree["params"]), _pure_frozen(tree, face, B)
     opt_state = tx.init(params)
     for k in range(2):
         loss = nnx_step(model, opt, *batch)
@@ -213,8 +260,7 @@ def test_optimizer_step_equals_train_step(name):
         want_opt = jax.tree.leaves(opt_state)
         assert len(got_opt) == len(want_opt)
         _assert_same(got_opt, want_opt, f"{name}: optimizer state after step {k + 1}")
-        if "carry" in frozen:
-            _assert_same(tf_flax.values(model.carry), frozen["carry"], f"{name}: carry")
+        _assert_same(model.frozen(), frozen, f"{name}: state and carry after step {k + 1}")
     assert int(opt.step[...]) == 2
 
 
@@ -251,22 +297,23 @@ def test_bad_weights_and_missing_carry_are_one_line_errors():
     node[first[-1]] = jnp.zeros((7, 7))
     with pytest.raises(TwinframeError, match="shape"):
         _module(name, bad)
-    if spec.layout(cfg).carry:
+    if face.init_carry is not None:
         with pytest.raises(TwinframeError, match="init_carry"):
             _module(name, tree)(*inputs)
 
 
 def test_reset_carry_rows():
     name = next((n for n in registry.MODELS if registry.get(n).jax_face is not None
-                 and registry.get(n).layout(registry.get(n).config(PRESET)).carry), None)
+                 and _built(n)[4].init_carry is not None), None)
     if name is None:
         pytest.skip("no registered model with a jax_face has carry rows")
     _, _, _, tree, face, inputs, _ = _built(name)
-    model = _module(name, tree, batch_size=BATCH)
+    B = _batch(name)
+    model = _module(name, tree, batch_size=B)
     fresh = tf_flax.values(model.carry)
     model(*inputs)
     moved = tf_flax.values(model.carry)
-    mask = np.zeros(BATCH, bool)
+    mask = np.zeros(B, bool)
     mask[1] = True
     model.reset_carry(mask)
     now = tf_flax.values(model.carry)

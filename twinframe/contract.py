@@ -167,23 +167,34 @@ class JaxFace:
     functions' identity keys jit caches).
 
     `params` is the layout tree's `params` root; `frozen` its other roots (`consts`, `state`),
-    plus `carry` ({carry row: array}, batch first) when the layout has carry rows. `updates`
-    holds new values for any part of `frozen` (`{'carry': ...}`, `{'state': ...}`; `{}` when
-    nothing changes). All functions are pure and jittable.
+    the roots of `extra` and `carry` ({carry row: array}, batch first) when the face declares
+    `init_carry`. `updates` holds new values for any part of `frozen` (`{'carry': ...}`,
+    `{'state': ...}`; `{}` when nothing changes). All functions are pure and jittable (they may
+    be `jax.jit`-compiled already: a call then runs one compiled function, also eagerly).
 
       apply(params, frozen, *inputs) -> (outputs, updates)           the main forward
       loss(params, frozen, *batch) -> (loss, (aux, updates))         differentiable in params
       train(step, params, opt_state, frozen, *batch) -> (params, opt_state, loss, updates):
-          one call of `step = make_train_step(cfg, tx)` on the same batch; `tx` applied to
-          grad(loss) must reproduce it
+          one call of `step = make_train_step(cfg, tx)` on the same batch; `tx.update` applied
+          to `grads`' gradients, then `after_update`, must reproduce it
       example(batch_size, seed) -> (inputs, batch)                    valid arguments
-      init_carry(frozen, batch_size) -> {row: array}                  when there are carry rows
+      grads(params, frozen, *batch) -> (loss, grads, (aux, updates)): what the model's optax
+          transformation consumes (None: `value_and_grad` of `loss`; a multi-task model: the
+          task losses [n] and the task gradients stacked on a leading axis [n, ...])
+      after_update(params, frozen, *batch) -> updates                 None: nothing; else what
+          the step changes after the optimizer's update, from the new params (an EMA teacher)
+      extra: {root: init(params, frozen) -> tree}: state outside the layout table (and not
+          optimizer state), built from the weights when a module is made (an EMA teacher)
+      init_carry(frozen, batch_size) -> {row: array}                  where the layout's carry
+          rows are per-run batch-first tensors (a face without it keeps any carry rows of the
+          layout elsewhere: `extra`, the optimizer state)
       methods: further entry points, named, in apply's convention
       method_args(batch_size, seed) -> {method: args}                 valid arguments of methods
       outside: what of the model these functions do not cover (host-side loops), one sentence
-      kinds: {leaf name: kind} for leaves of the non-params roots that are not plain buffers:
-          'trace' (plastic state a call rewrites), 'diagnostic' (histories, counters); the
-          adapter picks the NNX variable type by kind (`twinframe.flax.KINDS`)
+      kinds: {leaf name or `extra` root: kind} for leaves of the non-params roots that are not
+          plain buffers: 'trace' (plastic state a call rewrites), 'diagnostic' (histories,
+          counters), 'ema' (a copy of weights the training step averages); the adapter picks
+          the NNX variable type by kind (`twinframe.flax.KINDS`)
     """
 
     apply: Callable[..., Any]
@@ -195,6 +206,21 @@ class JaxFace:
     outside: str = ""
     method_args: Callable[[int, int], Mapping[str, tuple[Any, ...]]] | None = None
     kinds: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    grads: Callable[..., Any] | None = None
+    after_update: Callable[..., Any] | None = None
+    extra: Mapping[str, Callable[[Any, Mapping[str, Any]], Any]] = dataclasses.field(
+        default_factory=dict)
+
+    def value_and_grads(self, params: Any, frozen: Mapping[str, Any], *batch: Any
+                        ) -> tuple[Any, Any, tuple[Any, Any]]:
+        """(loss, grads, (aux, updates)): `grads`, or `jax.value_and_grad` of `loss`."""
+        if self.grads is not None:
+            return self.grads(params, frozen, *batch)
+        import jax
+
+        (value, (aux, updates)), g = jax.value_and_grad(self.loss, has_aux=True)(
+            params, frozen, *batch)
+        return value, g, (aux, updates)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

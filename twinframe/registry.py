@@ -278,6 +278,83 @@ def _gaia() -> ModelSpec:
     )
 
 
+@functools.cache
+def _aime_face(cfg: Any) -> JaxFace:
+    """AIME-core in the JaxFace convention. A call is the training forward over one clip
+    (`functional.aime.model.forward`: the task losses, their parts, metrics and discrete
+    decisions; writes the spectral-norm vectors, BatchNorm statistics and VQ codebook of the
+    `state` root). The EMA teacher is the `extra` root `teacher` ({'encoder': the EMA copy of
+    the encoder, 'n': its update count}, `Ema` variables), which `after_update` averages after
+    each optimizer step; the RGB state lives in the optimizer state. `grads` are the per-task
+    gradients (the three tasks of a run without `rgb_zero_adv_task`) that RGB balances.
+    The functions are `jax.jit`-compiled (the forward runs op by op for ~20 s on a CPU)."""
+    import jax
+    import jax.numpy as jnp
+
+    from twinframe.functional.aime import model as fm
+    from twinframe.functional.aime import train as ft
+    from twinframe.models.aime import AIMERun
+    from twinframe.training import aime as tr
+
+    n_tasks = AIMERun().num_tasks  # tasks of a run without rgb_zero_adv_task
+
+    def layout_frozen(frozen):
+        return {k: v for k, v in frozen.items() if k != "teacher"}
+
+    def outputs(tasks, aux):
+        return {"tasks": tasks, **{k: v for k, v in aux.items() if k != "state"}}
+
+    @jax.jit
+    def apply(params, frozen, batch):
+        tasks, aux = fm.forward(params, layout_frozen(frozen), frozen["teacher"]["encoder"],
+                                batch, cfg, n_tasks)
+        return outputs(tasks, aux), {"state": aux["state"]}
+
+    @jax.jit
+    def loss(params, frozen, batch):
+        out, updates = apply(params, frozen, batch)
+        return jnp.sum(out["tasks"]), (out, updates)  # the host's logged 'loss'
+
+    @jax.jit
+    def grads(params, frozen, batch):
+        tasks, g, aux = ft.task_grads(cfg, n_tasks, params, layout_frozen(frozen),
+                                      frozen["teacher"]["encoder"], batch)
+        return tasks, g, (outputs(tasks, aux), {"state": aux["state"]})
+
+    @jax.jit
+    def after_update(params, frozen, batch):
+        t = frozen["teacher"]
+        ema, n = ft.ema_update(params["encoder"], t["encoder"], t["n"],
+                               batch["hyper"]["ema_decay"])
+        return {"teacher": {"encoder": ema, "n": n}}
+
+    def train(step, params, opt_state, frozen, batch):
+        fz, t = layout_frozen(frozen), frozen["teacher"]
+        static = {k: v for k, v in fz.items() if k != "state"}
+        params, opt_state, state, carry, out = step(
+            params, opt_state, fz["state"], {"ema": t["encoder"], "ema_n": t["n"]}, static,
+            batch)
+        return params, opt_state, out["tasks"], {
+            "state": state, "teacher": {"encoder": carry["ema"], "n": carry["ema_n"]}}
+
+    def teacher(params, frozen):
+        del frozen
+        return {"encoder": jax.tree.map(jnp.copy, params["encoder"]),
+                "n": jnp.zeros([], jnp.int32)}
+
+    def example(batch_size, seed):
+        inp = tr.StepInputs(cfg, AIMERun(seed=seed, batch_size=batch_size), 0)
+        batch = tr.step_batch(cfg, batch_size, inp, None)
+        return (batch,), (batch,)
+
+    return JaxFace(apply, loss, train, example, outside=(
+        "the training host stays outside: the sprite stream, the per-step host noise "
+        "(aime.md §4), beta and the loss weights (batch['hyper']), lockstep decision overrides; "
+        "and runs with rgb_zero_adv_task (RGB over a fourth, all-zero task)"),
+        kinds={"teacher": "ema"}, grads=grads, after_update=after_update,
+        extra={"teacher": teacher})
+
+
 def _aime() -> ModelSpec:
     from twinframe.contract import ReferenceForm
     from twinframe.functional.aime import optim as f_aime_opt
@@ -307,7 +384,7 @@ def _aime() -> ModelSpec:
                   ProgressField("steps_per_s", "step/s", ".2f")),
         refused=(Refusal(model={"dropout": 0.1}), Refusal(model={"adversarial": True}),
                  Refusal(model={"ema_alias_bug": True}), Refusal(run={"noise_source": "native"})),
-        infer=tr_aime.infer, evaluate=tr_aime.evaluate, check_preset="micro",
+        infer=tr_aime.infer, evaluate=tr_aime.evaluate, check_preset="micro", jax_face=_aime_face,
         visualize=tr_aime.visualize,
         reference=ReferenceForm(aime.reference_fill, aime.reference_saves,
                                 aime.reference_ignores),

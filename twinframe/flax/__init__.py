@@ -12,10 +12,12 @@ shadow it).
 """
 
 from twinframe.flax.module import (
+    KINDS,
     Buffer,
     Carry,
     Const,
     Diagnostic,
+    Ema,
     Trace,
     TwinModule,
     abstract_module,
@@ -26,5 +28,5 @@ from twinframe.flax.module import (
     variable_type,
 )
 
-__all__ = ["Buffer", "Carry", "Const", "Diagnostic", "Trace", "TwinModule", "abstract_module",
-           "face_of", "layout_tree", "module", "values", "variable_type"]
+__all__ = ["KINDS", "Buffer", "Carry", "Const", "Diagnostic", "Ema", "Trace", "TwinModule",
+           "abstract_module", "face_of", "layout_tree", "module", "values", "variable_type"]

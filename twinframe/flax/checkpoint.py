@@ -2,7 +2,8 @@
 
 On disk, a directory:
 - `state/`: `nnx.state(module)` saved by orbax's `StandardCheckpointer` (the model's layout
-  tree as NNX variables: params at the top level, `consts`/`state` roots; no carry);
+  tree as NNX variables: params at the top level, `consts`/`state` roots; the face's `extra`
+  roots as built from those weights, e.g. AIME's EMA teacher; no carry);
 - `twinframe.json`: `{"model", "config", "format": "twinframe/<model>/nnx/1"}`.
 
 Flax's own recipe loads it (`abstract_module` gives the graphdef and the target state):
@@ -12,7 +13,10 @@ Flax's own recipe loads it (`abstract_module` gives the graphdef and the target 
         model = nnx.merge(graphdef, c.restore(path / "state", abstract))
 
 `read_nnx`/`load` read it without a target and check every key, shape and dtype against the
-layout first (a bad directory is one `CheckpointError` line); writes are atomic.
+layout first (a bad directory is one `CheckpointError` line); they read the weights: training
+state outside the layout table (`extra` roots: an EMA teacher) is rebuilt from them, as
+`twinframe.flax.module` builds it (Flax's recipe above restores a saved module's whole state,
+teacher included). Writes are atomic.
 """
 
 from __future__ import annotations
@@ -100,6 +104,12 @@ def _meta(path: Path) -> tuple[ModelSpec, FrozenConfig]:
     return spec, cfg
 
 
+def _extra_roots(spec: ModelSpec, cfg: FrozenConfig) -> tuple[str, ...]:
+    from twinframe.flax.module import face_of
+
+    return tuple(face_of(spec.name, cfg).extra) if spec.jax_face is not None else ()
+
+
 def _read_tree(path: str | Path) -> tuple[ModelSpec, FrozenConfig, dict]:
     """-> (spec, cfg, layout tree of NumPy arrays), checked against the layout."""
     path = Path(path)
@@ -114,10 +124,11 @@ def _read_tree(path: str | Path) -> tuple[ModelSpec, FrozenConfig, dict]:
     if not isinstance(raw, Mapping):
         raise CheckpointError(f"{path}: NNX state is not a mapping")
     flat: dict[tuple, Any] = {}
+    skip = {CARRY, *_extra_roots(spec, cfg)}
     for k, v in flatten_tree(dict(raw)).items():  # Variables are saved as {..., 'value': x}
         if k and k[-1] == "value":
             k = k[:-1]
-        if not k or k[0] == CARRY:  # a saved module's carry is per-run data, not weights
+        if not k or k[0] in skip:  # a saved module's carry and extra roots are training state
             continue
         flat[k] = np.asarray(v)
     roots = {r.path[0] for r in spec.layout(cfg).table.rows} - {"params"}

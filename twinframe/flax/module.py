@@ -12,6 +12,9 @@ The module holds the model's layout tree as NNX variables and runs the model's p
   names the leaf, its subclasses `Trace` (plastic state) and `Diagnostic` (histories,
   counters)), `consts` and any other non-trained root (leaves `Const`: not trained; written
   only by what a model's functions return);
+- state the face keeps outside the layout table (`JaxFace.extra`, e.g. AIME's EMA teacher) is
+  an attribute per root, built from the weights when the module is made (leaves `Buffer`, or
+  the type its `kinds` entry names: `Ema` for a teacher copy);
 - the carry rows of the layout live under `carry` (leaves `Carry`, an `nnx.Cache`), created by
   `init_carry(batch_size)` (as `init_cache` is in Flax attention) and written by every call.
 
@@ -19,6 +22,12 @@ Calls (`__call__`, `loss`, the model's further methods) write what the pure func
 `updates` into those variables, so state flows through `nnx.jit`, `nnx.grad` and
 `nnx.split`/`nnx.merge` as in any NNX module. Randomness is always an input (injected noise, as
 in the pure functions); `rngs` only draws the init seed when no weights are given.
+
+Training: `model.train_step(optimizer, *batch)` with `optimizer = nnx.Optimizer(model,
+spec.jax_optimizer(run), wrt=nnx.Param)` is the model's `make_train_step` (bit for bit under
+`nnx.jit`): `grads` (what the model's optax transformation consumes: `nnx.grad` of `loss` for
+most models, AIME's per-task gradients for RGB), `optimizer.update`, then `after_update` (AIME's
+EMA teacher).
 """
 
 from __future__ import annotations
@@ -64,6 +73,11 @@ class Diagnostic(Buffer):
     (histories, step counters): a `Buffer`; `nnx.state(m, Diagnostic)` selects it alone."""
 
 
+class Ema(Buffer):
+    """A copy of weights that the training step averages (an EMA teacher) and its update
+    count: a `Buffer`, never trained by gradient; `nnx.state(m, Ema)` selects it alone."""
+
+
 class Carry(nnx.Cache):
     """A carried per-run tensor (a layout carry row, batch first), written by every call."""
 
@@ -72,7 +86,7 @@ ROOT_TYPES: dict[str, type[nnx.Variable]] = {"params": nnx.Param, "consts": Cons
                                              "state": Buffer}
 CARRY = "carry"
 KINDS: dict[str, type[nnx.Variable]] = {"buffer": Buffer, "trace": Trace,
-                                        "diagnostic": Diagnostic}
+                                        "diagnostic": Diagnostic, "ema": Ema}
 
 
 def variable_type(root: str) -> type[nnx.Variable]:
@@ -123,25 +137,33 @@ class TwinModule(nnx.Module):
                  batch_size: int | None = None) -> None:
         spec = _spec(name)
         self.model_name, self.config = name, cfg
-        lay = spec.layout(cfg)
-        self.carry_rows = tuple(r.name for r in lay.carry)
+        face = face_of(name, cfg) if spec.jax_face is not None else None
+        self.carry_rows = (tuple(r.name for r in spec.layout(cfg).carry)
+                           if face is not None and face.init_carry is not None else ())
         self.param_keys = tuple(tree["params"])
         self.frozen_roots = tuple(k for k in tree if k != "params")
+        self.extra_roots = tuple(face.extra) if face is not None else ()
         taken = set(dir(type(self))) | set(vars(self)) | {CARRY}
-        names = [*self.param_keys, *self.frozen_roots]
+        names = [*self.param_keys, *self.frozen_roots, *self.extra_roots]
         clash = sorted(k for k in names if k in taken or k.startswith(("__", "_pytree")))
         if clash or len(set(names)) < len(names):
             raise TwinframeError(f"{name}: layout tree entry '{(clash or names)[0]}' clashes "
                                  "with an attribute of the NNX module")
         for k in self.param_keys:
             setattr(self, k, _wrap(nnx.Param, tree["params"][k]))
-        kinds = face_of(name, cfg).kinds if spec.jax_face is not None else {}
+        kinds = face.kinds if face is not None else {}
         bad = sorted(set(kinds.values()) - set(KINDS))
         if bad:
             raise TwinframeError(f"{name}: jax_face kind '{bad[0]}' is not one of "
                                  f"{', '.join(KINDS)}")
         for root in self.frozen_roots:
             setattr(self, root, _wrap(variable_type(root), tree[root], kinds))
+        if self.extra_roots:
+            params = values({k: getattr(self, k) for k in self.param_keys})
+            frozen = {root: values(getattr(self, root)) for root in self.frozen_roots}
+            for root, init in face.extra.items():
+                kind = KINDS[kinds[root]] if root in kinds else Buffer
+                setattr(self, root, _wrap(kind, init(params, frozen), kinds))
         self.carry = nnx.data({})
         if batch_size is not None:
             self.init_carry(batch_size)
@@ -157,8 +179,10 @@ class TwinModule(nnx.Module):
         return {k: values(getattr(self, k)) for k in self.param_keys}
 
     def frozen(self) -> dict[str, Any]:
-        """The pure non-params roots, plus `carry` when the layout has carry rows."""
-        out = {root: values(getattr(self, root)) for root in self.frozen_roots}
+        """The pure non-params roots and `extra` roots, plus `carry` when the module has
+        carry rows."""
+        out = {root: values(getattr(self, root)) for root in
+               (*self.frozen_roots, *self.extra_roots)}
         if self.carry_rows:
             if not self.carry:
                 raise TwinframeError(f"{self.model_name}: the carry is not initialised; call "
@@ -176,7 +200,8 @@ class TwinModule(nnx.Module):
         """Write a pure function's `updates` ({root or 'carry': subtree}) into the variables;
         shapes and dtypes must match what they replace."""
         for path, value in flatten_tree(dict(updates)).items():
-            if path[0] == "params" or path[0] not in (*self.frozen_roots, CARRY):
+            if path[0] == "params" or path[0] not in (*self.frozen_roots, *self.extra_roots,
+                                                       CARRY):
                 raise TwinframeError(f"{self.model_name}: cannot update '{path_str(path)}'")
             node = getattr(self, path[0])
             try:
@@ -214,13 +239,38 @@ class TwinModule(nnx.Module):
         self.write(updates)
         return value, aux
 
+    def grads(self, *batch: Any) -> tuple[Any, nnx.State, Any]:
+        """(loss, grads, aux): the gradients the model's optax transformation consumes
+        (`JaxFace.grads`; else `nnx.grad` of `loss`), as an `nnx.State` of `nnx.Param`s
+        shaped like `nnx.state(self, nnx.Param)` (multi-task models: each leaf with the task
+        axis first), for `nnx.Optimizer.update(model, grads)`; state and carry updated."""
+        value, g, (aux, updates) = self.face.value_and_grads(self.params(), self.frozen(),
+                                                             *batch)
+        self.write(updates)
+        by_path = {_keys(p): x for p, x in jax.tree_util.tree_leaves_with_path(g)}
+        state = nnx.state(self, nnx.Param)
+        return value, jax.tree_util.tree_map_with_path(
+            lambda p, v: v.replace(by_path[_keys(p)]), state, is_leaf=_is_var), aux
+
+    def after_update(self, *batch: Any) -> None:
+        """What the training step changes after the optimizer's update, from the new params
+        (`JaxFace.after_update`, e.g. an EMA teacher); nothing for most models."""
+        if self.face.after_update is not None:
+            self.write(self.face.after_update(self.params(), self.frozen(), *batch))
+
+    def train_step(self, optimizer: nnx.Optimizer, *batch: Any) -> tuple[Any, Any]:
+        """One step of the model's `make_train_step` through `optimizer` (an `nnx.Optimizer`
+        of this module with `spec.jax_optimizer(run)`, `wrt=nnx.Param`): `grads`,
+        `optimizer.update(self, grads)`, `after_update`. Returns (loss, aux)."""
+        value, g, aux = self.grads(*batch)
+        optimizer.update(self, g)
+        self.after_update(*batch)
+        return value, aux
+
     def init_carry(self, batch_size: int) -> None:
         """(Re)create the carry for `batch_size` rows at the model's initial state."""
         if not self.carry_rows:
             return
-        if self.face.init_carry is None:
-            raise TwinframeError(f"{self.model_name}: the layout has carry rows but its jax_face "
-                                 "declares no init_carry")
         frozen = {root: values(getattr(self, root)) for root in self.frozen_roots}
         fresh = self.face.init_carry(frozen, batch_size)
         try:
@@ -248,6 +298,12 @@ class TwinModule(nnx.Module):
                                     fresh[k].astype(old.dtype), old))
 
 
+def _keys(path: tuple) -> tuple:
+    """A tree path as plain keys (dict keys and list indices alike: NNX states hold lists as
+    dicts with int keys)."""
+    return tuple(getattr(k, "key", getattr(k, "idx", k)) for k in path)
+
+
 def _method(fn_name: str) -> Callable[..., Any]:
     def method(self: TwinModule, *args: Any) -> Any:
         return self.run(self.face.methods[fn_name], *args)
@@ -265,7 +321,8 @@ def module_class(name: str, methods: tuple[str, ...], outside: str) -> type[Twin
     if clash:
         raise TwinframeError(f"{name}: method '{clash[0]}' clashes with TwinModule")
     doc = (f"Flax NNX module of '{name}' over its pure JAX functions (twinframe.flax).\n\n"
-           f"Entry points: __call__ (apply), loss, {', '.join(methods) or 'no others'}.\n"
+           f"Entry points: __call__ (apply), loss, grads, train_step, "
+           f"{', '.join(methods) or 'no others'}.\n"
            f"Not covered: {outside or 'nothing (the whole model is jittable)'}.")
     cls_name = "".join(p.capitalize() for p in name.replace("-", "_").split("_")) + "Module"
     return type(cls_name, (TwinModule,), {"__doc__": doc, "__module__": __name__,

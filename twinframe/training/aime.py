@@ -198,6 +198,21 @@ class AIMETorchEngine(TorchEngine):
                                     int(np.asarray(carry["rgb_count"])))
 
 
+def step_batch(cfg: AIMEConfig, batch_size: int, inp: StepInputs, reference: dict | None
+               ) -> dict:
+    """The JAX step's `batch` (`functional.aime.model.forward`) of one step's inputs; with
+    `reference` decisions (lockstep), the step uses them."""
+    import jax.numpy as jnp
+
+    shapes = decision_shapes(cfg, batch_size)
+    ov = {k: jnp.asarray(reference[k] if reference is not None else np.zeros(s, np.int32),
+                         jnp.int32) for k, s in shapes.items()}
+    return {"x": jnp.asarray(inp.x), "actions": jnp.asarray(inp.actions),
+            "noise": {k: jnp.asarray(v) for k, v in inp.noise.items()},
+            "hyper": {k: jnp.float32(v) for k, v in inp.hyper.items()},
+            "override": ov, "use_override": jnp.asarray(reference is not None)}
+
+
 def jax_step(spec: ModelSpec, cfg: AIMEConfig, run: AIMERun):
     """The jitted step of `spec` at `cfg` with `spec.jax_optimizer`. A whole AIME step takes
     1.5-2 minutes to compile on 2 CPU cores (aime.md §9), so one jitted function is shared by
@@ -245,14 +260,7 @@ class AIMEJaxEngine(JaxEngine):
         self.last_out = None
 
     def batch(self, inp: StepInputs, reference: dict | None) -> dict:
-        jnp = self.jnp
-        shapes = decision_shapes(self.cfg, self.run.batch_size)
-        ov = {k: jnp.asarray(reference[k] if reference is not None else np.zeros(s, np.int32),
-                             jnp.int32) for k, s in shapes.items()}
-        return {"x": jnp.asarray(inp.x), "actions": jnp.asarray(inp.actions),
-                "noise": {k: jnp.asarray(v) for k, v in inp.noise.items()},
-                "hyper": {k: jnp.float32(v) for k, v in inp.hyper.items()},
-                "override": ov, "use_override": jnp.asarray(reference is not None)}
+        return step_batch(self.cfg, self.run.batch_size, inp, reference)
 
     def step(self, inp: StepInputs, reference: dict | None = None
              ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

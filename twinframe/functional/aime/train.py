@@ -34,15 +34,21 @@ def ema_update(params_enc, shadow, n, decay):
     return new, n
 
 
-def step_fn(cfg: AIMEConfig, tx, params, opt_state, state, carry, static, batch):
-    n = opt_state[0].rgb_alpha.shape[0]
-    frozen = {"state": state, **static}
-
+def task_grads(cfg: AIMEConfig, n: int, params, frozen, teacher, batch):
+    """(tasks [n], task gradients (params tree, leaves [n, ...]), forward aux): one forward
+    through `jax.vjp`, its pullback mapped over the rows of the identity."""
     def f(p):
-        return forward(p, frozen, carry["ema"], batch, cfg, n)
+        return forward(p, frozen, teacher, batch, cfg, n)
 
     tasks, pullback, aux = jax.vjp(f, params, has_aux=True)
     (grads,) = jax.lax.map(pullback, jnp.eye(n, dtype=tasks.dtype))
+    return tasks, grads, aux
+
+
+def step_fn(cfg: AIMEConfig, tx, params, opt_state, state, carry, static, batch):
+    n = opt_state[0].rgb_alpha.shape[0]
+    tasks, grads, aux = task_grads(cfg, n, params, {"state": state, **static}, carry["ema"],
+                                   batch)
     G, bstate = tx.balance.update(grads, opt_state[0], params)
     updates, istate = tx.inner.update(G, opt_state[1], params)
     params = optax.apply_updates(params, updates)
