@@ -21,6 +21,7 @@ from twinframe.flax import checkpoint as ck
 from twinframe.models.layout import flatten_tree, path_str
 from twinframe.store import io
 
+
 def _setup(name):
     """The model at its `check_preset` (tiny unless it declares a smaller one)."""
     spec = registry.get(name)

@@ -6,10 +6,12 @@ with that reason.
 
 Each model runs at its `check_preset` with its run's batch size (the shapes the rest of the
 suite compiles, so compiled steps come from the persistent cache), under the parity precision
-the other training tests set. The optimizer step of a model whose whole step compiles slowly
-(a `check_preset` other than tiny: AIME's step compiles for 1.5-5 min on 2 cores, beyond the
-suite's budget) is opt-in, marked `slow`:
-`python -m pytest -m slow tests/test_flax_nnx.py -k optimizer -p no:cacheprovider`."""
+the other training tests set. For a model whose whole step compiles slowly (a `check_preset`
+other than tiny: AIME, whose step compiles for 1.5-5 min and forward for 25-50 s on 2 cores,
+beyond the suite's budget) the two cases that compile the model again under `nnx.jit` (the
+forward, the nnx.Optimizer step) are opt-in, marked `slow`:
+`python -m pytest -m slow tests/test_flax_nnx.py -p no:cacheprovider`; the suite runs its
+eager forward (one compilation of the face's jitted forward) and every other case."""
 
 from __future__ import annotations
 
@@ -103,7 +105,7 @@ def _module(name, tree, **kw):
     return tf_flax.module(name, registry.get(name).check_preset, tree, rngs=nnx.Rngs(0), **kw)
 
 
-def _step_cases():
+def _nnx_jit_cases():
     """The models; the case is opt-in (`-m slow`) where the whole step compiles slowly."""
     return [pytest.param(n, marks=pytest.mark.slow) if registry.get(n).check_preset != "tiny"
             else n for n in registry.MODELS]
@@ -171,7 +173,7 @@ def test_state_variable_kinds(name):
 
 @pytest.mark.parametrize("name", registry.MODELS)
 def test_outputs_bit_exact(name):
-    """Eager call and `nnx.jit` call equal the pure apply (eager, jit), outputs and carry."""
+    """An eager call equals the pure apply (eager): outputs, state and carry."""
     _, _, _, tree, face, inputs, _ = _case(name)
     B = _batch(name)
     frozen = _pure_frozen(tree, face, B)
@@ -181,6 +183,13 @@ def test_outputs_bit_exact(name):
     _assert_same(model.frozen(), {**frozen, **want_upd}, f"{name}: state and carry after the "
                  "call")
 
+
+@pytest.mark.parametrize("name", _nnx_jit_cases())
+def test_outputs_bit_exact_under_nnx_jit(name):
+    """An `nnx.jit` call equals the pure apply under jit: outputs, state and carry."""
+    _, _, _, tree, face, inputs, _ = _case(name)
+    B = _batch(name)
+    frozen = _pure_frozen(tree, face, B)
     jit_want, jit_upd = _jit(face.apply)(tree["params"], frozen, *inputs)
     model = _module(name, tree, batch_size=B)
     call = nnx.jit(lambda m, *x: m(*x))
@@ -229,7 +238,7 @@ def test_split_pure_merge_roundtrip(name):
     _assert_same(merged(*inputs), want, f"{name}: merged module outputs")
 
 
-@pytest.mark.parametrize("name", _step_cases())
+@pytest.mark.parametrize("name", _nnx_jit_cases())
 def test_optimizer_step_equals_train_step(name):
     """Two steps of nnx.Optimizer(model, spec.jax_optimizer(run)) under nnx.jit
     (`model.train_step`: the face's gradients, `opt.update`, the after-update hook) equal two
