@@ -25,9 +25,9 @@ in the pure functions); `rngs` only draws the init seed when no weights are give
 
 Training: `model.train_step(optimizer, *batch)` with `optimizer = nnx.Optimizer(model,
 spec.jax_optimizer(run), wrt=nnx.Param)` is the model's `make_train_step` (bit for bit under
-`nnx.jit`): `grads` (what the model's optax transformation consumes: `nnx.grad` of `loss` for
+`nnx.jit`): `grads` (what the model's optax transformation consumes: the gradient of `loss` for
 most models, AIME's per-task gradients for RGB), `optimizer.update`, then `after_update` (AIME's
-EMA teacher).
+EMA teacher). Host-side loops stay outside (each module class's docstring says which).
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ class TwinModule(nnx.Module):
 
     def grads(self, *batch: Any) -> tuple[Any, nnx.State, Any]:
         """(loss, grads, aux): the gradients the model's optax transformation consumes
-        (`JaxFace.grads`; else `nnx.grad` of `loss`), as an `nnx.State` of `nnx.Param`s
+        (`JaxFace.grads`; else the gradient of `loss`), as an `nnx.State` of `nnx.Param`s
         shaped like `nnx.state(self, nnx.Param)` (multi-task models: each leaf with the task
         axis first), for `nnx.Optimizer.update(model, grads)`; state and carry updated."""
         value, g, (aux, updates) = self.face.value_and_grads(self.params(), self.frozen(),
