@@ -18,6 +18,7 @@ from twinframe.tasks.altlas.sandbox import (
     ExecutionResult,
     Executor,
     SandboxLimits,
+    default_workers,
     exc_class_from_stderr,
     run_program,
     sandbox_status,
@@ -176,6 +177,16 @@ def test_executor_runs_batch_concurrently() -> None:
         single = max(r.runtime for r in results)
     assert all(r.status == "success" for r in results)
     assert batch < 2.5 * single  # serial execution would take about 4 * single
+
+
+def test_default_workers_is_usable_cores_plus_two() -> None:
+    """Two sandboxes in flight beyond the cores (they sleep on kernel locks during set-up)."""
+    cores = len(os.sched_getaffinity(0))
+    assert default_workers() == cores + 2
+    with Executor(timeout=2.0) as ex:
+        assert ex.workers == cores + 2
+    with Executor(timeout=2.0, workers=1) as ex:
+        assert ex.workers == 1
 
 
 def test_cost_per_program_is_small() -> None:
