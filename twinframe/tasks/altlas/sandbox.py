@@ -55,7 +55,20 @@ Choices where the spec (altlas.md §5.3) is silent or no longer applies:
   with ``errors="replace"``, unstripped; the last 4 KiB of stderr are kept aside for ``exc_class``.
 * The executor's cache key is the SHA-256 of the UTF-8 code; the timeout and limits are fixed per
   :class:`Executor`. ``run_many`` de-duplicates a batch and runs distinct programs concurrently on
-  a thread pool (the threads only wait on children).
+  a thread pool (the threads only wait on children), :func:`default_workers` (the usable cores
+  + 2) at a time unless told otherwise.
+* Every program gets its own bwrap, namespaces, tmpfs and interpreter, started for it and gone
+  when :func:`run_program` returns: no pre-started pool, no fork server, no interpreter reuse.
+  Cost (2-core reference machine, CPU of the whole process tree per program): ~19 ms, of which
+  the interpreter's start-up ~9, bwrap with this layout ~5, setpriv ~1, the bootstrap and a
+  failing program ~3, the parent ~1. The kernel work is CPU-bound, so more concurrency than
+  ``default_workers`` does not help; a pool of sandboxes started ahead would only move that CPU
+  in time (measured: start-up 16 ms + delivery-to-exit 5 ms, more in total than a cold run), so
+  it pays only on machines with idle cores (see ``docs/performance.md``, AltLAS).
+* Shared across concurrent sandboxes: the host uid 65534 (``setpriv`` layout), so RLIMIT_NPROC
+  (16) counts the processes of every sandbox running at that moment; a fork bomb can make a
+  concurrent program's own ``fork``/thread creation fail (EAGAIN), nothing else. The programs
+  AltLAS trains on cannot fork (the safety filter rejects imports).
 """
 
 from __future__ import annotations
