@@ -66,9 +66,10 @@ Choices where the spec (altlas.md §5.3) is silent or no longer applies:
   in time (measured: start-up 16 ms + delivery-to-exit 5 ms, more in total than a cold run), so
   it pays only on machines with idle cores (see ``docs/performance.md``, AltLAS).
 * Shared across concurrent sandboxes: the host uid 65534 (``setpriv`` layout), so RLIMIT_NPROC
-  (16) counts the processes of every sandbox running at that moment; a fork bomb can make a
-  concurrent program's own ``fork``/thread creation fail (EAGAIN), nothing else. The programs
-  AltLAS trains on cannot fork (the safety filter rejects imports).
+  (16) counts the processes of every sandbox running at that moment: a program holding 14
+  children makes a concurrent program's ``fork`` (or thread creation) fail with EAGAIN
+  (verified); nothing else crosses, and nothing outlives a run. The programs AltLAS trains on
+  cannot fork (the safety filter rejects imports).
 """
 
 from __future__ import annotations
