@@ -646,9 +646,9 @@ def default_workers() -> int:
     """Sandboxes in flight by default: the usable CPU cores + 2.
 
     A sandbox's start-up is CPU-bound (bwrap, setpriv and interpreter start-up, ~19 ms of CPU
-    per program on the reference 2-core machine) but also sleeps on kernel locks and RCU
-    grace periods while its namespaces and mounts are created and torn down; two more than the
-    cores keep the cores busy through those waits (2 cores: 12.1 -> 10.8 ms per program)."""
+    per program on the reference 2-core machine) but also waits off the CPU now and then; two
+    more than the cores keep the cores busy through those waits (2 cores: 12.1 -> 10.8 ms of
+    wall time per program, docs/performance.md)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
