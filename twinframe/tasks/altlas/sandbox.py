@@ -475,6 +475,136 @@ def _run_bwrap(code: str, limits: SandboxLimits, layout: _bwrap.Layout) -> Execu
     return _result(obs, "bwrap")
 
 
+class _CompileChecker:
+    """One long-lived sandbox that compiles programs and never runs them (bootstrap ``check``).
+
+    A program that does not compile never executes a line: a run compiles ``prog.py``, prints
+    the SyntaxError and exits 1. The checker does that same compile (same interpreter, flags,
+    file name, bootstrap function, the sandbox's own stderr formatting) for each program sent to
+    it and returns the stderr bytes a run would have written; only programs that compile (or
+    whose compile fails otherwise: RecursionError, MemoryError) then get a sandbox of their own.
+    No program code runs in the checker, so programs cannot reach one another through it. It
+    lives in the same bwrap sandbox as a run (namespaces, read-only file system, seccomp,
+    uid 65534, limits); it is killed when the executor closes, when a check passes the
+    wall-clock timeout, or when it answers anything unexpected, and then restarted on demand.
+    """
+
+    def __init__(self, layout: _bwrap.Layout, limits: SandboxLimits) -> None:
+        self.layout = layout
+        self.limits = limits
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.init: _SandboxInit | None = None
+        self.info_r: int | None = None
+        self.lock = threading.Lock()
+        self.decided = 0  # programs whose result the checker gave (they never ran)
+
+    def _start(self) -> None:
+        fds: list[int] = []
+        info_r, info_w = os.pipe()
+        self.info_r = info_r  # open while the checker lives: bwrap dies of SIGPIPE on a closed one
+        # no RLIMIT_CPU (it would add up over the checker's life): the wall-clock deadline of
+        # each check bounds it instead
+        limits = ",".join(["-1", *self.limits.bootstrap_arg().split(",")[1:]])
+        try:
+            fds = [info_w, _memfd("altlas-prog", b""),
+                   _memfd("altlas-seccomp", _seccomp.filter_bpf())]
+            cmd = self.layout.command(prog_fd=fds[1], seccomp_fd=fds[2], info_fd=info_w,
+                                      limits=limits, bootstrap=_bootstrap_source(),
+                                      mode=("check",))
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.DEVNULL, cwd="/", env={},
+                                         close_fds=True, pass_fds=tuple(fds),
+                                         start_new_session=True)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        self.init = _SandboxInit(self.proc.pid)
+        deadline = time.monotonic() + self.limits.timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(info_r, selectors.EVENT_READ)
+            while not self.init.resolved and sel.select(max(0.0, deadline - time.monotonic())):
+                data = os.read(info_r, 4096)
+                if not data:
+                    break
+                self.init.feed(data)
+
+    def _read(self, n: int, deadline: float) -> bytes:
+        assert self.proc is not None and self.proc.stdout is not None
+        fd, data = self.proc.stdout.fileno(), b""
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while len(data) < n:
+                if not sel.select(max(0.0, deadline - time.monotonic())):
+                    raise TimeoutError
+                chunk = os.read(fd, n - len(data))
+                if not chunk:
+                    raise EOFError
+                data += chunk
+        return data
+
+    def syntax_error(self, source: bytes) -> bytes | None:
+        """The stderr of running ``source`` if it fails to compile with a SyntaxError, else
+        None (it compiles, compiling fails otherwise, or the checker failed: run it)."""
+        with self.lock:
+            try:
+                if self.proc is None:
+                    self._start()
+                assert self.proc is not None and self.proc.stdin is not None
+                self.proc.stdin.write(len(source).to_bytes(4, "big") + source)
+                self.proc.stdin.flush()
+                deadline = time.monotonic() + self.limits.timeout
+                tag = self._read(1, deadline)
+                if tag == b"E":
+                    text = self._read(int.from_bytes(self._read(4, deadline), "big"), deadline)
+                    self.decided += 1
+                    return text
+                if tag in (b"O", b"X"):
+                    return None
+                raise EOFError
+            except (OSError, EOFError, TimeoutError, ValueError) as e:
+                logger.warning("sandbox compile checker failed (%s): the program runs instead",
+                               type(e).__name__)
+                self._stop()
+                return None
+
+    def _stop(self) -> None:
+        proc, init, self.proc, self.init = self.proc, self.init, None, None
+        if self.info_r is not None:
+            os.close(self.info_r)
+            self.info_r = None
+        if proc is None:
+            return
+        if init is None or not init.kill():
+            _kill_group(proc.pid)
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+        proc.wait()
+        if init is not None:
+            init.wait_gone(_GRACE_S)
+            init.close()
+
+    def close(self) -> None:
+        """Kill the checker's sandbox (nothing of it is left running)."""
+        with self.lock:
+            self._stop()
+
+
+def _compile_failure(code: str, checker: _CompileChecker, limits: SandboxLimits
+                     ) -> ExecutionResult | None:
+    """The result a run of ``code`` would have if it fails to compile (from the checker)."""
+    start = time.monotonic()
+    text = checker.syntax_error(code.encode("utf-8", errors="replace"))
+    if text is None:
+        return None
+    out, err = _Capture(limits.output_cap), _Capture(limits.output_cap, STDERR_TAIL)
+    err.feed(text)
+    return _result(_Observed(out, err, 1, False, time.monotonic() - start), "bwrap")
+
+
 def _run_unsandboxed(code: str, limits: SandboxLimits) -> ExecutionResult:
     """One run with NO isolation (``unsafe_no_sandbox``): same bootstrap and limits."""
     tmp = os.path.realpath(tempfile.mkdtemp(prefix="altlas-unsafe-"))
@@ -669,6 +799,7 @@ class Executor:
         cache: bool = True,
         limits: SandboxLimits | None = None,
         unsafe_no_sandbox: bool = False,
+        compile_check: bool = True,
     ) -> None:
         self.limits = _limits_of(timeout, limits)
         self.workers = max(1, workers if workers is not None else default_workers())
@@ -682,6 +813,8 @@ class Executor:
         self._cache: dict[str, ExecutionResult] = {}
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self._checker = (_CompileChecker(self._layout, self.limits)
+                         if self._layout is not None and compile_check else None)
         self.hits = 0
         self.misses = 0
 
@@ -693,6 +826,10 @@ class Executor:
     def _execute(self, code: str) -> ExecutionResult:
         if self._layout is None:
             return _run_unsandboxed(code, self.limits)
+        if self._checker is not None:
+            failed = _compile_failure(code, self._checker, self.limits)
+            if failed is not None:
+                return failed
         return _run_bwrap(code, self.limits, self._layout)
 
     def _cached(self, key: str) -> ExecutionResult | None:
@@ -759,11 +896,18 @@ class Executor:
             self._cache.clear()
 
     def close(self) -> None:
-        """Shut the worker pool down."""
+        """Shut the worker pool and the compile checker down."""
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
+        if self._checker is not None:
+            self._checker.close()
+
+    def __del__(self) -> None:  # an executor dropped unclosed leaves no checker sandbox behind
+        checker = getattr(self, "_checker", None)
+        if checker is not None:
+            checker.close()
 
     def __enter__(self) -> Executor:
         return self
