@@ -271,3 +271,14 @@ def test_compile_checker_death_falls_back_and_is_cleaned_up() -> None:
     assert checker.proc is None and checker.info_r is None
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_compile_checker_pipelines_a_large_batch_in_order() -> None:
+    """More programs than one pipelined chunk holds (64), and one larger than a chunk's bytes:
+    each answer belongs to its own program."""
+    codes = [f"x{i} = (" for i in range(150)] + ["y = 1\n" * 4000 + "z = ("]
+    with Executor(timeout=5.0, cache=False) as ex:
+        results = ex.run_many(codes)
+        assert ex._checker is not None and ex._checker.decided == len(codes)
+    assert all(f"x{i} = (" in r.stderr for i, r in enumerate(results[:150]))
+    assert 'line 4001' in results[-1].stderr and results[-1].exc_class == "SyntaxError"

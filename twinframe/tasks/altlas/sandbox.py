@@ -542,30 +542,50 @@ class _CompileChecker:
                 data += chunk
         return data
 
-    def syntax_error(self, source: bytes) -> bytes | None:
-        """The stderr of running ``source`` if it fails to compile with a SyntaxError, else
-        None (it compiles, compiling fails otherwise, or the checker failed: run it)."""
+    def syntax_errors(self, sources: Sequence[bytes]) -> list[tuple[bytes, float] | None]:
+        """For each source: (the stderr a run would print, seconds until the answer) if it
+        fails to compile with a SyntaxError, else None (it compiles, compiling fails otherwise,
+        or the checker failed: run it). Requests are pipelined in chunks small enough
+        (<= 16 KiB, <= 64 programs) that neither pipe can fill while the other side waits."""
+        out: list[tuple[bytes, float] | None] = [None] * len(sources)
         with self.lock:
-            try:
-                if self.proc is None:
-                    self._start()
-                assert self.proc is not None and self.proc.stdin is not None
-                self.proc.stdin.write(len(source).to_bytes(4, "big") + source)
-                self.proc.stdin.flush()
-                deadline = time.monotonic() + self.limits.timeout
+            first = 0
+            while first < len(sources):
+                last, size = first, 0
+                while last < len(sources) and last - first < 64 and (
+                        last == first or size + len(sources[last]) <= 16384):
+                    size += len(sources[last])
+                    last += 1
+                if not self._check_chunk(sources, first, last, out):
+                    break  # the checker failed: the rest run in sandboxes of their own
+                first = last
+        return out
+
+    def _check_chunk(self, sources: Sequence[bytes], first: int, last: int,
+                     out: list[tuple[bytes, float] | None]) -> bool:
+        try:
+            if self.proc is None:
+                self._start()
+            assert self.proc is not None and self.proc.stdin is not None
+            start = time.monotonic()
+            self.proc.stdin.write(b"".join(len(src).to_bytes(4, "big") + src
+                                           for src in sources[first:last]))
+            self.proc.stdin.flush()
+            deadline = start + self.limits.timeout
+            for k in range(first, last):
                 tag = self._read(1, deadline)
                 if tag == b"E":
                     text = self._read(int.from_bytes(self._read(4, deadline), "big"), deadline)
+                    out[k] = (text, time.monotonic() - start)
                     self.decided += 1
-                    return text
-                if tag in (b"O", b"X"):
-                    return None
-                raise EOFError
-            except (OSError, EOFError, TimeoutError, ValueError) as e:
-                logger.warning("sandbox compile checker failed (%s): the program runs instead",
-                               type(e).__name__)
-                self._stop()
-                return None
+                elif tag not in (b"O", b"X"):
+                    raise EOFError
+            return True
+        except (OSError, EOFError, TimeoutError, ValueError) as e:
+            logger.warning("sandbox compile checker failed (%s): those programs run instead",
+                           type(e).__name__)
+            self._stop()
+            return False
 
     def _stop(self) -> None:
         proc, init, self.proc, self.init = self.proc, self.init, None, None
@@ -593,16 +613,20 @@ class _CompileChecker:
             self._stop()
 
 
-def _compile_failure(code: str, checker: _CompileChecker, limits: SandboxLimits
-                     ) -> ExecutionResult | None:
-    """The result a run of ``code`` would have if it fails to compile (from the checker)."""
-    start = time.monotonic()
-    text = checker.syntax_error(code.encode("utf-8", errors="replace"))
-    if text is None:
-        return None
-    out, err = _Capture(limits.output_cap), _Capture(limits.output_cap, STDERR_TAIL)
-    err.feed(text)
-    return _result(_Observed(out, err, 1, False, time.monotonic() - start), "bwrap")
+def _compile_failures(codes: Sequence[str], checker: _CompileChecker, limits: SandboxLimits
+                      ) -> list[ExecutionResult | None]:
+    """The results runs of ``codes`` would have, for those that fail to compile (the checker's
+    answers); None for the others."""
+    answers = checker.syntax_errors([c.encode("utf-8", errors="replace") for c in codes])
+    results: list[ExecutionResult | None] = []
+    for answer in answers:
+        if answer is None:
+            results.append(None)
+            continue
+        out, err = _Capture(limits.output_cap), _Capture(limits.output_cap, STDERR_TAIL)
+        err.feed(answer[0])
+        results.append(_result(_Observed(out, err, 1, False, answer[1]), "bwrap"))
+    return results
 
 
 def _run_unsandboxed(code: str, limits: SandboxLimits) -> ExecutionResult:
@@ -826,11 +850,12 @@ class Executor:
     def _execute(self, code: str) -> ExecutionResult:
         if self._layout is None:
             return _run_unsandboxed(code, self.limits)
-        if self._checker is not None:
-            failed = _compile_failure(code, self._checker, self.limits)
-            if failed is not None:
-                return failed
         return _run_bwrap(code, self.limits, self._layout)
+
+    def _compile_failures(self, codes: Sequence[str]) -> list[ExecutionResult | None]:
+        if self._checker is None:
+            return [None] * len(codes)
+        return _compile_failures(codes, self._checker, self.limits)
 
     def _cached(self, key: str) -> ExecutionResult | None:
         with self._lock:
@@ -851,10 +876,12 @@ class Executor:
         hit = self._cached(key)
         if hit is not None:
             return hit
-        return self._run_uncached(code)
+        return self.run_many([code])[0]
 
     def run_many(self, codes: Sequence[str]) -> list[ExecutionResult]:
-        """Execute a batch; distinct uncached programs run concurrently on ``workers`` threads."""
+        """Execute a batch: distinct uncached programs that fail to compile are decided by the
+        compile checker (one pipelined exchange), the others run concurrently on ``workers``
+        threads, each in a sandbox of its own."""
         keys = [code_sha256(c) for c in codes]
         todo: dict[str, str] = {}
         done: dict[str, ExecutionResult] = {}
@@ -866,6 +893,12 @@ class Executor:
                 done[key] = hit
             else:
                 todo[key] = code
+        for key, failed in zip(list(todo), self._compile_failures(list(todo.values())),
+                               strict=True):
+            if failed is not None:  # decided by the compile checker: nothing to run
+                self._store(key, failed)
+                done[key] = failed
+                del todo[key]
         if todo:
             if self.workers == 1 or len(todo) == 1:
                 results = [self._run_uncached(code) for code in todo.values()]
