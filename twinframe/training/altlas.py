@@ -144,7 +144,8 @@ class AltLASHost:
         cfg, run: model and run configs (B = run.batch_size, T = cfg.max_gen_len, task =
             run.task, a name from the bundled task file).
         timeout: sandbox wall timeout in s (default min(run.timeout, 2.0)).
-        workers: sandbox worker threads (default: one per CPU core).
+        workers: sandboxes in flight (default `tasks.altlas.sandbox.default_workers()`: the
+            usable CPU cores + 2).
 
     The sandbox executor is created on first use (the first program run), so a host that never
     runs a program (one overriding `assess`) needs no sandbox; `make_host` creates it at once.

@@ -18,6 +18,7 @@ from twinframe.tasks.altlas.sandbox import (
     ExecutionResult,
     Executor,
     SandboxLimits,
+    default_workers,
     exc_class_from_stderr,
     run_program,
     sandbox_status,
@@ -178,6 +179,16 @@ def test_executor_runs_batch_concurrently() -> None:
     assert batch < 2.5 * single  # serial execution would take about 4 * single
 
 
+def test_default_workers_is_usable_cores_plus_two() -> None:
+    """Two sandboxes in flight beyond the cores (they sleep on kernel locks during set-up)."""
+    cores = len(os.sched_getaffinity(0))
+    assert default_workers() == cores + 2
+    with Executor(timeout=2.0) as ex:
+        assert ex.workers == cores + 2
+    with Executor(timeout=2.0, workers=1) as ex:
+        assert ex.workers == 1
+
+
 def test_cost_per_program_is_small() -> None:
     """50 trivial programs through run_many: well under the old ~50 ms per program."""
     with Executor(timeout=5.0, cache=False) as ex:
@@ -206,3 +217,68 @@ def test_no_host_temp_dirs_are_created() -> None:
     before = set(os.listdir(tempfile.gettempdir()))
     run("open('x', 'w').write('y')")
     assert set(os.listdir(tempfile.gettempdir())) <= before
+
+
+# ------------------------------------------------------------------------------------------
+# The compile checker: programs that fail to compile are decided without a sandbox of their own
+
+NOT_COMPILING = [
+    "print ( 5 + 3", "return 1\n", "x = (1,\n", "print('a\x00b')\n", "def f(:\n", "\tx=1\n  y=2\n",
+    "'''abc\n", "x = 1 +\n", "f(**)\n", "nonlocal x\n", "break\n", "yield 1\n", "a = 'é\n",
+    "# coding: ascii\nx = 'é'\n", "(" * 300 + ")" * 300, "x = 1\n" * 50 + "  y\n",
+    "def f():\n    x = 1\n    global x\n", "f(x for x in y, 1)\n", "print 'hi'\n", "a := 1\n",
+    "😀 = 1\n", "for i in range(3):\n\tprint(i)\n        print(i)\n", "x = [1, 2\nprint(x)\n",
+    "if True:\nprint(1)\n", "class A:\n    def m(self)\n        return 'ü'\n", "s = f'{1 +}'\n",
+    "print ( var_a )\n)", "import math\nprint(math.sqrt(4)\nwhile False:\n    pass\n",
+]
+
+
+def _fields(r: ExecutionResult) -> tuple:
+    return (r.status, r.stdout, r.stderr, r.exit_code, r.exc_class, r.truncated, r.isolation)
+
+
+def test_compile_failures_equal_a_sandboxed_run() -> None:
+    """Every field but runtime equals what a run in a sandbox of its own reports (the stderr
+    byte for byte: carets, tabs, NUL bytes, coding cookies, compile-stage errors that the
+    interpreter prints with the line read back from prog.py), and the checker decided them."""
+    codes = [*NOT_COMPILING, "# coding: latin-1\nprint ( 1 )", "x"]
+    with Executor(timeout=5.0, cache=False) as ex, \
+            Executor(timeout=5.0, cache=False, compile_check=False) as plain:
+        got, want = ex.run_many(codes), plain.run_many(codes)
+        assert ex._checker is not None and plain._checker is None
+        assert ex._checker.decided == len(NOT_COMPILING)
+    assert [_fields(r) for r in got] == [_fields(r) for r in want]
+    assert all(r.exc_class in ("SyntaxError", "IndentationError", "TabError")
+               for r in want[: len(NOT_COMPILING)])
+    assert (got[-2].stdout, got[-1].exc_class) == ("1\n", "NameError")  # those ran
+
+
+def test_compile_checker_death_falls_back_and_is_cleaned_up() -> None:
+    """A dead checker costs a run, never a wrong result; it is restarted; closing the executor
+    leaves none of its processes behind."""
+    with Executor(timeout=5.0, cache=False) as ex:
+        checker = ex._checker
+        assert checker is not None
+        ex.run("print ( 5 + 3")
+        assert checker.proc is not None and checker.decided == 1
+        assert checker.init is not None and checker.init.kill()  # SIGKILL the sandbox's init
+        checker.proc.wait()
+        r = ex.run("print ( 5 + 4")  # the dead checker: this one runs in its own sandbox
+        assert (r.exc_class, checker.decided, checker.proc) == ("SyntaxError", 1, None)
+        r = ex.run("print ( 5 + 5")  # restarted
+        assert (r.exc_class, checker.decided) == ("SyntaxError", 2)
+        pid = checker.proc.pid
+    assert checker.proc is None and checker.info_r is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_compile_checker_pipelines_a_large_batch_in_order() -> None:
+    """More programs than one pipelined chunk holds (64), and one larger than a chunk's bytes:
+    each answer belongs to its own program."""
+    codes = [f"x{i} = (" for i in range(150)] + ["y = 1\n" * 4000 + "z = ("]
+    with Executor(timeout=5.0, cache=False) as ex:
+        results = ex.run_many(codes)
+        assert ex._checker is not None and ex._checker.decided == len(codes)
+    assert all(f"x{i} = (" in r.stderr for i, r in enumerate(results[:150]))
+    assert 'line 4001' in results[-1].stderr and results[-1].exc_class == "SyntaxError"

@@ -15,6 +15,13 @@ the operating system (bubblewrap namespaces, an unprivileged uid, seccomp). It o
 
 Nothing is reported back except through stdout, stderr and the exit status, which the parent
 interprets. Stdlib only, importable under ``-S``.
+
+With a second argument ``check`` it never runs anything: it is the compile checker of
+``sandbox._CompileChecker``, one long-lived sandbox that compiles programs the parent sends on
+stdin (4-byte big-endian length, then the bytes) in a private directory under the name
+``prog.py`` and answers on stdout with one byte: ``O`` (compiles), ``X`` (compiling failed
+otherwise than with a SyntaxError: the parent runs the program to see), or ``E`` followed by a
+4-byte length and exactly the bytes a run would have written to stderr.
 """
 
 import sys
@@ -48,8 +55,55 @@ def compile_program(source):
         raise SyntaxError(str(exc), (PROG_FILENAME, 1, None, None)) from None
 
 
+def _read_exact(stream, n):
+    data = b""
+    while len(data) < n:
+        chunk = stream.read(n - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+
+
+def check_loop(stdin, stdout):
+    """Compile each program sent on ``stdin``; never execute one (see the module docstring)."""
+    import io
+    import os
+
+    os.mkdir("check")
+    os.chdir("check")  # the compiler reads ``prog.py`` from here for compile-stage errors
+    while True:
+        try:
+            source = _read_exact(stdin, int.from_bytes(_read_exact(stdin, 4), "big"))
+        except EOFError:
+            return 0
+        with open(PROG_FILENAME, "wb") as fh:
+            fh.write(source)
+        try:
+            compile_program(source)
+        except SyntaxError as exc:
+            exc.__traceback__ = None
+            buf = io.BytesIO()
+            err = io.TextIOWrapper(buf, encoding="utf-8", errors="backslashreplace")
+            sys.stderr = err
+            try:
+                sys.__excepthook__(SyntaxError, exc, None)
+            finally:
+                sys.stderr = sys.__stderr__
+                err.flush()
+            text = buf.getvalue()
+            stdout.write(b"E" + len(text).to_bytes(4, "big") + text)
+        except BaseException:  # noqa: BLE001 - RecursionError, MemoryError: a run decides
+            stdout.write(b"X")
+        else:
+            stdout.write(b"O")
+        stdout.flush()
+
+
 def main(argv):
     apply_limits(argv[1])
+    if argv[2:] == ["check"]:
+        return check_loop(sys.stdin.buffer, sys.stdout.buffer)
     with open(PROG_FILENAME, "rb") as fh:
         source = fh.read()
     try:

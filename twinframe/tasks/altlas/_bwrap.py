@@ -106,9 +106,11 @@ class Layout:
     fixed: tuple[str, ...]
 
     def command(
-        self, *, prog_fd: int, seccomp_fd: int, info_fd: int, limits: str, bootstrap: str
+        self, *, prog_fd: int, seccomp_fd: int, info_fd: int, limits: str, bootstrap: str,
+        mode: tuple[str, ...] = (),
     ) -> list[str]:
-        """Full argv for one run; the fds must be passed to the child."""
+        """Full argv for one run; the fds must be passed to the child. ``mode``: further
+        bootstrap arguments (``("check",)``: the compile checker)."""
         per_run = [
             "--perms", "0444", "--file", str(prog_fd), f"{SANDBOX_WORKDIR}/prog.py",
             "--remount-ro", "/",
@@ -125,7 +127,7 @@ class Layout:
                 f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_GID}", "--clear-groups",
                 "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
             ]  # fmt: skip
-        python = [self.python, *PYTHON_FLAGS, "-c", bootstrap, limits]
+        python = [self.python, *PYTHON_FLAGS, "-c", bootstrap, limits, *mode]
         return [self.bwrap, *self.fixed, *per_run, *drop, *python]
 
 

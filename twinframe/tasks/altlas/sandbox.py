@@ -55,7 +55,21 @@ Choices where the spec (altlas.md §5.3) is silent or no longer applies:
   with ``errors="replace"``, unstripped; the last 4 KiB of stderr are kept aside for ``exc_class``.
 * The executor's cache key is the SHA-256 of the UTF-8 code; the timeout and limits are fixed per
   :class:`Executor`. ``run_many`` de-duplicates a batch and runs distinct programs concurrently on
-  a thread pool (the threads only wait on children).
+  a thread pool (the threads only wait on children), :func:`default_workers` (the usable cores
+  + 2) at a time unless told otherwise.
+* Every program gets its own bwrap, namespaces, tmpfs and interpreter, started for it and gone
+  when :func:`run_program` returns: no pre-started pool, no fork server, no interpreter reuse.
+  Cost (2-core reference machine, CPU of the whole process tree per program): ~19 ms, of which
+  the interpreter's start-up ~9, bwrap with this layout ~5, setpriv ~1, the bootstrap and a
+  failing program ~3, the parent ~1. The kernel work is CPU-bound, so more concurrency than
+  ``default_workers`` does not help; a pool of sandboxes started ahead would only move that CPU
+  in time (measured: start-up 16 ms + delivery-to-exit 5 ms, more in total than a cold run), so
+  it pays only on machines with idle cores (see ``docs/performance.md``, AltLAS).
+* Shared across concurrent sandboxes: the host uid 65534 (``setpriv`` layout), so RLIMIT_NPROC
+  (16) counts the processes of every sandbox running at that moment: a program holding 14
+  children makes a concurrent program's ``fork`` (or thread creation) fail with EAGAIN
+  (verified); nothing else crosses, and nothing outlives a run. The programs AltLAS trains on
+  cannot fork (the safety filter rejects imports).
 """
 
 from __future__ import annotations
@@ -95,6 +109,7 @@ __all__ = [
     "SandboxUnavailable",
     "Status",
     "code_sha256",
+    "default_workers",
     "exc_class_from_stderr",
     "run_program",
     "sandbox_status",
@@ -460,6 +475,160 @@ def _run_bwrap(code: str, limits: SandboxLimits, layout: _bwrap.Layout) -> Execu
     return _result(obs, "bwrap")
 
 
+class _CompileChecker:
+    """One long-lived sandbox that compiles programs and never runs them (bootstrap ``check``).
+
+    A program that does not compile never executes a line: a run compiles ``prog.py``, prints
+    the SyntaxError and exits 1. The checker does that same compile (same interpreter, flags,
+    file name, bootstrap function, the sandbox's own stderr formatting) for each program sent to
+    it and returns the stderr bytes a run would have written; only programs that compile (or
+    whose compile fails otherwise: RecursionError, MemoryError) then get a sandbox of their own.
+    No program code runs in the checker, so programs cannot reach one another through it. It
+    lives in the same bwrap sandbox as a run (namespaces, read-only file system, seccomp,
+    uid 65534, limits); it is killed when the executor closes, when a check passes the
+    wall-clock timeout, or when it answers anything unexpected, and then restarted on demand.
+    """
+
+    def __init__(self, layout: _bwrap.Layout, limits: SandboxLimits) -> None:
+        self.layout = layout
+        self.limits = limits
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.init: _SandboxInit | None = None
+        self.info_r: int | None = None
+        self.lock = threading.Lock()
+        self.decided = 0  # programs whose result the checker gave (they never ran)
+
+    def _start(self) -> None:
+        fds: list[int] = []
+        info_r, info_w = os.pipe()
+        self.info_r = info_r  # open while the checker lives: bwrap dies of SIGPIPE on a closed one
+        # no RLIMIT_CPU (it would add up over the checker's life): the wall-clock deadline of
+        # each check bounds it instead
+        limits = ",".join(["-1", *self.limits.bootstrap_arg().split(",")[1:]])
+        try:
+            fds = [info_w, _memfd("altlas-prog", b""),
+                   _memfd("altlas-seccomp", _seccomp.filter_bpf())]
+            cmd = self.layout.command(prog_fd=fds[1], seccomp_fd=fds[2], info_fd=info_w,
+                                      limits=limits, bootstrap=_bootstrap_source(),
+                                      mode=("check",))
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.DEVNULL, cwd="/", env={},
+                                         close_fds=True, pass_fds=tuple(fds),
+                                         start_new_session=True)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        self.init = _SandboxInit(self.proc.pid)
+        deadline = time.monotonic() + self.limits.timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(info_r, selectors.EVENT_READ)
+            while not self.init.resolved and sel.select(max(0.0, deadline - time.monotonic())):
+                data = os.read(info_r, 4096)
+                if not data:
+                    break
+                self.init.feed(data)
+
+    def _read(self, n: int, deadline: float) -> bytes:
+        assert self.proc is not None and self.proc.stdout is not None
+        fd, data = self.proc.stdout.fileno(), b""
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while len(data) < n:
+                if not sel.select(max(0.0, deadline - time.monotonic())):
+                    raise TimeoutError
+                chunk = os.read(fd, n - len(data))
+                if not chunk:
+                    raise EOFError
+                data += chunk
+        return data
+
+    def syntax_errors(self, sources: Sequence[bytes]) -> list[tuple[bytes, float] | None]:
+        """For each source: (the stderr a run would print, seconds until the answer) if it
+        fails to compile with a SyntaxError, else None (it compiles, compiling fails otherwise,
+        or the checker failed: run it). Requests are pipelined in chunks small enough
+        (<= 16 KiB, <= 64 programs) that neither pipe can fill while the other side waits."""
+        out: list[tuple[bytes, float] | None] = [None] * len(sources)
+        with self.lock:
+            first = 0
+            while first < len(sources):
+                last, size = first, 0
+                while last < len(sources) and last - first < 64 and (
+                        last == first or size + len(sources[last]) <= 16384):
+                    size += len(sources[last])
+                    last += 1
+                if not self._check_chunk(sources, first, last, out):
+                    break  # the checker failed: the rest run in sandboxes of their own
+                first = last
+        return out
+
+    def _check_chunk(self, sources: Sequence[bytes], first: int, last: int,
+                     out: list[tuple[bytes, float] | None]) -> bool:
+        try:
+            if self.proc is None:
+                self._start()
+            assert self.proc is not None and self.proc.stdin is not None
+            start = time.monotonic()
+            self.proc.stdin.write(b"".join(len(src).to_bytes(4, "big") + src
+                                           for src in sources[first:last]))
+            self.proc.stdin.flush()
+            deadline = start + self.limits.timeout
+            for k in range(first, last):
+                tag = self._read(1, deadline)
+                if tag == b"E":
+                    text = self._read(int.from_bytes(self._read(4, deadline), "big"), deadline)
+                    out[k] = (text, time.monotonic() - start)
+                    self.decided += 1
+                elif tag not in (b"O", b"X"):
+                    raise EOFError
+            return True
+        except (OSError, EOFError, TimeoutError, ValueError) as e:
+            logger.warning("sandbox compile checker failed (%s): those programs run instead",
+                           type(e).__name__)
+            self._stop()
+            return False
+
+    def _stop(self) -> None:
+        proc, init, self.proc, self.init = self.proc, self.init, None, None
+        if self.info_r is not None:
+            os.close(self.info_r)
+            self.info_r = None
+        if proc is None:
+            return
+        if init is None or not init.kill():
+            _kill_group(proc.pid)
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+        proc.wait()
+        if init is not None:
+            init.wait_gone(_GRACE_S)
+            init.close()
+
+    def close(self) -> None:
+        """Kill the checker's sandbox (nothing of it is left running)."""
+        with self.lock:
+            self._stop()
+
+
+def _compile_failures(codes: Sequence[str], checker: _CompileChecker, limits: SandboxLimits
+                      ) -> list[ExecutionResult | None]:
+    """The results runs of ``codes`` would have, for those that fail to compile (the checker's
+    answers); None for the others."""
+    answers = checker.syntax_errors([c.encode("utf-8", errors="replace") for c in codes])
+    results: list[ExecutionResult | None] = []
+    for answer in answers:
+        if answer is None:
+            results.append(None)
+            continue
+        out, err = _Capture(limits.output_cap), _Capture(limits.output_cap, STDERR_TAIL)
+        err.feed(answer[0])
+        results.append(_result(_Observed(out, err, 1, False, answer[1]), "bwrap"))
+    return results
+
+
 def _run_unsandboxed(code: str, limits: SandboxLimits) -> ExecutionResult:
     """One run with NO isolation (``unsafe_no_sandbox``): same bootstrap and limits."""
     tmp = os.path.realpath(tempfile.mkdtemp(prefix="altlas-unsafe-"))
@@ -627,6 +796,20 @@ def run_program(
     return _run_bwrap(code, limits, _require_layout())
 
 
+def default_workers() -> int:
+    """Sandboxes in flight by default: the usable CPU cores + 2.
+
+    A sandbox's start-up is CPU-bound (bwrap, setpriv and interpreter start-up, ~19 ms of CPU
+    per program on the reference 2-core machine) but also waits off the CPU now and then; two
+    more than the cores keep the cores busy through those waits (2 cores: 12.1 -> 10.8 ms of
+    wall time per program, docs/performance.md)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, cores) + 2
+
+
 class Executor:
     """Runs programs in the sandbox with a per-run result cache and a thread pool.
 
@@ -640,9 +823,10 @@ class Executor:
         cache: bool = True,
         limits: SandboxLimits | None = None,
         unsafe_no_sandbox: bool = False,
+        compile_check: bool = True,
     ) -> None:
         self.limits = _limits_of(timeout, limits)
-        self.workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
+        self.workers = max(1, workers if workers is not None else default_workers())
         self.cache_enabled = cache
         self._layout: _bwrap.Layout | None = None
         if unsafe_no_sandbox:
@@ -653,6 +837,8 @@ class Executor:
         self._cache: dict[str, ExecutionResult] = {}
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self._checker = (_CompileChecker(self._layout, self.limits)
+                         if self._layout is not None and compile_check else None)
         self.hits = 0
         self.misses = 0
 
@@ -665,6 +851,11 @@ class Executor:
         if self._layout is None:
             return _run_unsandboxed(code, self.limits)
         return _run_bwrap(code, self.limits, self._layout)
+
+    def _compile_failures(self, codes: Sequence[str]) -> list[ExecutionResult | None]:
+        if self._checker is None:
+            return [None] * len(codes)
+        return _compile_failures(codes, self._checker, self.limits)
 
     def _cached(self, key: str) -> ExecutionResult | None:
         with self._lock:
@@ -685,10 +876,12 @@ class Executor:
         hit = self._cached(key)
         if hit is not None:
             return hit
-        return self._run_uncached(code)
+        return self.run_many([code])[0]
 
     def run_many(self, codes: Sequence[str]) -> list[ExecutionResult]:
-        """Execute a batch; distinct uncached programs run concurrently on ``workers`` threads."""
+        """Execute a batch: distinct uncached programs that fail to compile are decided by the
+        compile checker (one pipelined exchange), the others run concurrently on ``workers``
+        threads, each in a sandbox of its own."""
         keys = [code_sha256(c) for c in codes]
         todo: dict[str, str] = {}
         done: dict[str, ExecutionResult] = {}
@@ -700,6 +893,12 @@ class Executor:
                 done[key] = hit
             else:
                 todo[key] = code
+        for key, failed in zip(list(todo), self._compile_failures(list(todo.values())),
+                               strict=True):
+            if failed is not None:  # decided by the compile checker: nothing to run
+                self._store(key, failed)
+                done[key] = failed
+                del todo[key]
         if todo:
             if self.workers == 1 or len(todo) == 1:
                 results = [self._run_uncached(code) for code in todo.values()]
@@ -730,11 +929,18 @@ class Executor:
             self._cache.clear()
 
     def close(self) -> None:
-        """Shut the worker pool down."""
+        """Shut the worker pool and the compile checker down."""
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
+        if self._checker is not None:
+            self._checker.close()
+
+    def __del__(self) -> None:  # an executor dropped unclosed leaves no checker sandbox behind
+        checker = getattr(self, "_checker", None)
+        if checker is not None:
+            checker.close()
 
     def __enter__(self) -> Executor:
         return self
