@@ -50,15 +50,22 @@ Choices where the spec (altlas.md §5.3) is silent or no longer applies:
   class name on the last line of a Python traceback at the end of stderr (module prefix dropped),
   else null. A program can print a fake traceback, but it can never turn an error into a success.
 * Tracebacks name the program file ``prog.py``; the bootstrap's own frame is removed.
-* ``runtime`` is wall time from launch to exit (bwrap and interpreter start-up included).
+* ``runtime`` is wall time from launch to exit (bwrap and interpreter start-up included); for a
+  program the compile checker decided, the time until its answer.
 * Outputs: first 64 KiB of stdout and stderr each (``truncated`` flags any loss), decoded UTF-8
   with ``errors="replace"``, unstripped; the last 4 KiB of stderr are kept aside for ``exc_class``.
 * The executor's cache key is the SHA-256 of the UTF-8 code; the timeout and limits are fixed per
   :class:`Executor`. ``run_many`` de-duplicates a batch and runs distinct programs concurrently on
   a thread pool (the threads only wait on children), :func:`default_workers` (the usable cores
   + 2) at a time unless told otherwise.
-* Every program gets its own bwrap, namespaces, tmpfs and interpreter, started for it and gone
-  when :func:`run_program` returns: no pre-started pool, no fork server, no interpreter reuse.
+* Every program that is run gets its own bwrap, namespaces, tmpfs and interpreter, started for
+  it and gone when the run returns: no pre-started pool, no fork server, no interpreter reuse.
+* Programs that do not compile are not run (they would not execute a line anyway): an
+  :class:`Executor` sends each batch first to its compile checker, one long-lived sandbox of the
+  same layout that only compiles what it is sent (bootstrap mode ``check``) and returns the exact
+  stderr a run prints; the result is the one a run would give (every field but ``runtime``, the
+  time until the checker's answer; tested against sandboxed runs). No program code runs there.
+  :func:`run_program` and ``unsafe_no_sandbox`` executors do not use it.
   Cost (2-core reference machine, CPU of the whole process tree per program): ~19 ms, of which
   the interpreter's start-up ~9, bwrap with this layout ~5, setpriv ~1, the bootstrap and a
   failing program ~3, the parent ~1. The kernel work is CPU-bound, so more concurrency than
