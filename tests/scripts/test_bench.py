@@ -22,6 +22,8 @@ def test_bench_result_and_table():
     assert 0.8 < r["flops"]["xla_over_analytic"] < 1.5  # XLA counted the unrolled loops
     assert set(r["host_share"]) == {"torch eager", "jax jit"}
     assert r["notes"]["torch.compile"].startswith("not run")
+    assert set(r["dot_ceiling"]) == {"torch", "jax"}  # the step's own dot shapes were timed
+    assert 0.9 < r["dot_ceiling"]["jax"]["share_of_step_dot_flops_timed"] <= 1.0
     assert r["environment"]["versions"]["jax"] and r["jax_compile_s"] > 0
     text = table.render(r)
     assert "jax jit step" in text and "FLOPs per step" in text and "host share" in text
