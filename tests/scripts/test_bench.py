@@ -33,7 +33,8 @@ def test_bench_result_and_table():
 def test_cli_writes_json(tmp_path, capsys):
     out = tmp_path / "b.json"
     assert cli.main(["bench", "hrm", "--config", "micro", "--rounds", "1", "--steps", "1",
-                     "--warmup", "0", "--no-compile", "--no-matmul", "--json", str(out)]) == 0
+                     "--warmup", "0", "--no-compile", "--no-matmul", "--no-dots",
+                     "--json", str(out)]) == 0
     r = json.loads(out.read_text())
     assert r["model"] == "hrm" and r["batch"] == 2 and "jax jit e2e" in capsys.readouterr().out
 
