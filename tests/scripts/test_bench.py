@@ -13,7 +13,7 @@ from twinframe.bench.timing import TimeLimit, time_limit
 
 def test_bench_result_and_table():
     opts = BenchOptions(config="micro", batch=2, steps=1, rounds=1, warmup=0,
-                        torch_compile=False, matmul_n=64)
+                        torch_compile=False, matmul_n=64, dot_reps=1)
     r = bench(registry.get("hrm"), opts)
     kinds = {(v["framework"], v["kind"]) for v in r["variants"]}
     assert {("torch eager", "step"), ("torch eager", "e2e"), ("jax jit", "step"),

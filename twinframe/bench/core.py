@@ -34,6 +34,7 @@ class BenchOptions:
     matmul: bool = True
     matmul_n: int | None = None  # one matmul size instead of the device's defaults (tests)
     dots: bool = True
+    dot_reps: int | None = None  # products per timed dot-shape call (tests: 1)
     frameworks: tuple[str, ...] = (EAGER, COMPILED, JIT)
     torch_threads: int | None = None  # torch.set_num_threads (default: torch's own choice)
 
@@ -76,7 +77,8 @@ def bench(spec: Any, opts: BenchOptions) -> dict[str, Any]:
         hook = next((getattr(t.engine, "bench_dots", None) for t in mv.trainers
                      if hasattr(t.engine, "bench_dots")), None)
         if opts.dots and hook is not None:
-            dvs = dots.variants(hook(), getattr(cfg, "compute_dtype", "float32"), on_gpu)
+            dvs = dots.variants(hook(), getattr(cfg, "compute_dtype", "float32"), on_gpu,
+                                opts.dot_reps)
             for v in dvs:
                 warm_up(v, 1)
             variants += dvs

@@ -22,19 +22,23 @@ def label(dot: Any) -> str:
     return f"{b}[{dot.m},{dot.k}]x[{dot.k},{dot.n}]"
 
 
-def variants(dots: list[Any], dtype: str, on_gpu: bool) -> list[Variant]:
+def variants(dots: list[Any], dtype: str, on_gpu: bool, reps: int | None = None
+             ) -> list[Variant]:
     """torch and JAX variants of every shape with at least MIN_SHARE of the step's dot FLOPs,
     `reps` products per timed call (a few ms). Each pays its per-product cost as it would
     inside its step: torch eager one dispatched op per product (`steps=reps`); JAX one
     executable computing `reps` products of distinct operands (XLA cannot merge them), as
-    the dots of a compiled step run without a Python dispatch each."""
+    the dots of a compiled step run without a Python dispatch each. `reps` fixes the count
+    (tests: 1)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
     import torch
 
     total = sum(d.flops * d.count for d in dots) or 1.0
-    target = 5e11 if on_gpu else 5e9  # FLOPs per timed call (some 30-100 ms on CPU)
+    # FLOPs per timed call (CPU: some 30-100 ms; GPU: under a ms), products per call at most
+    # `cap` (JAX holds `reps` distinct operands per shape on the device)
+    target, cap = (1e11, 8) if on_gpu else (5e9, 32)
     dev = env.torch_device()
     tdt, jdt = getattr(torch, dtype), getattr(jnp, dtype)
 
@@ -54,17 +58,17 @@ def variants(dots: list[Any], dtype: str, on_gpu: bool) -> list[Variant]:
         a32 = rng.standard_normal(lead + (dot.m, dot.k), np.float32)
         b32 = rng.standard_normal(lead + (dot.k, dot.n), np.float32)
         ta, tb = (torch.from_numpy(x).to(dev, tdt) for x in (a32, b32))
-        reps = max(1, min(32, math.ceil(target / dot.flops)))
-        jas = tuple(jnp.asarray(a32 + np.float32(r), jdt) for r in range(reps))
+        n = reps or max(1, min(cap, math.ceil(target / dot.flops)))
+        jas = tuple(jnp.asarray(a32 + np.float32(r), jdt) for r in range(n))
         jb = jnp.asarray(b32, jdt)
         info = {"shape": label(dot), "products": list(dot.names), "count": dot.count,
                 "share_of_step_dot_flops": share}
         tag = f"dot {label(dot)}"
         out.append(Variant(tag, "torch", "dot", lambda ta=ta, tb=tb: ta @ tb, env.torch_sync,
-                           flops=dot.flops, steps=reps, info={**info, "products_per_call": 1}))
+                           flops=dot.flops, steps=n, info={**info, "products_per_call": 1}))
         out.append(Variant(tag, "jax", "dot", lambda jas=jas, jb=jb: jmany(jas, jb),
-                           env.jax_sync, flops=dot.flops * reps,
-                           info={**info, "products_per_call": reps}))
+                           env.jax_sync, flops=dot.flops * n,
+                           info={**info, "products_per_call": n}))
     return out
 
 
