@@ -13,7 +13,7 @@ from twinframe.bench.timing import TimeLimit, time_limit
 
 def test_bench_result_and_table():
     opts = BenchOptions(config="micro", batch=2, steps=1, rounds=1, warmup=0,
-                        torch_compile=False, matmul_n=64)
+                        torch_compile=False, matmul_n=64, dot_reps=1)
     r = bench(registry.get("hrm"), opts)
     kinds = {(v["framework"], v["kind"]) for v in r["variants"]}
     assert {("torch eager", "step"), ("torch eager", "e2e"), ("jax jit", "step"),
@@ -22,6 +22,8 @@ def test_bench_result_and_table():
     assert 0.8 < r["flops"]["xla_over_analytic"] < 1.5  # XLA counted the unrolled loops
     assert set(r["host_share"]) == {"torch eager", "jax jit"}
     assert r["notes"]["torch.compile"].startswith("not run")
+    assert set(r["dot_ceiling"]) == {"torch", "jax"}  # the step's own dot shapes were timed
+    assert 0.9 < r["dot_ceiling"]["jax"]["share_of_step_dot_flops_timed"] <= 1.0
     assert r["environment"]["versions"]["jax"] and r["jax_compile_s"] > 0
     text = table.render(r)
     assert "jax jit step" in text and "FLOPs per step" in text and "host share" in text
@@ -31,7 +33,8 @@ def test_bench_result_and_table():
 def test_cli_writes_json(tmp_path, capsys):
     out = tmp_path / "b.json"
     assert cli.main(["bench", "hrm", "--config", "micro", "--rounds", "1", "--steps", "1",
-                     "--warmup", "0", "--no-compile", "--no-matmul", "--json", str(out)]) == 0
+                     "--warmup", "0", "--no-compile", "--no-matmul", "--no-dots",
+                     "--json", str(out)]) == 0
     r = json.loads(out.read_text())
     assert r["model"] == "hrm" and r["batch"] == 2 and "jax jit e2e" in capsys.readouterr().out
 

@@ -8,7 +8,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from twinframe.bench import env, matmul
+from twinframe.bench import dots, env, matmul
 from twinframe.bench.timing import Variant, interleaved, warm_up
 from twinframe.bench.variants import COMPILED, EAGER, JIT, ModelVariants
 from twinframe.errors import ConfigError
@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 class BenchOptions:
     """What to run. `steps` calls per variant per round, `rounds` interleaved rounds (median),
     `warmup` untimed calls per variant after the first; `torch_compile` adds the torch.compile
-    variant with its first step bounded by `compile_limit_s`; `matmul` adds the matmul rate."""
+    variant with its first step bounded by `compile_limit_s`; `matmul` adds the matmul rate;
+    `dots` the rate of each framework on the step's own dot shapes (`bench.dots`)."""
 
     config: str = "tiny"
     batch: int | None = None
@@ -32,6 +33,8 @@ class BenchOptions:
     compile_limit_s: float | None = 600.0
     matmul: bool = True
     matmul_n: int | None = None  # one matmul size instead of the device's defaults (tests)
+    dots: bool = True
+    dot_reps: int | None = None  # products per timed dot-shape call (tests: 1)
     frameworks: tuple[str, ...] = (EAGER, COMPILED, JIT)
     torch_threads: int | None = None  # torch.set_num_threads (default: torch's own choice)
 
@@ -70,8 +73,16 @@ def bench(spec: Any, opts: BenchOptions) -> dict[str, Any]:
                 mv.notes[COMPILED] = "not run (--no-compile)"
         if JIT in opts.frameworks:
             variants += mv.jax_jit()
+        on_gpu = environment["jax_backend"] != "cpu"
+        hook = next((getattr(t.engine, "bench_dots", None) for t in mv.trainers
+                     if hasattr(t.engine, "bench_dots")), None)
+        if opts.dots and hook is not None:
+            dvs = dots.variants(hook(), getattr(cfg, "compute_dtype", "float32"), on_gpu,
+                                opts.dot_reps)
+            for v in dvs:
+                warm_up(v, 1)
+            variants += dvs
         if opts.matmul:
-            on_gpu = environment["jax_backend"] != "cpu"
             mms = matmul.variants(on_gpu, size=opts.matmul_n)
             for v in mms:
                 warm_up(v, 1)
@@ -85,26 +96,34 @@ def bench(spec: Any, opts: BenchOptions) -> dict[str, Any]:
 def result(spec: Any, cfg: Any, run: Any, opts: BenchOptions, variants: list[Variant],
            mv: ModelVariants, environment: dict[str, Any], load_before: dict[str, Any]
            ) -> dict[str, Any]:
-    """The JSON-able result: variants, ratios, FLOPs, matmul fraction, host share."""
+    """The JSON-able result: variants, ratios, FLOPs, matmul fraction, the dot-shape ceilings
+    (and the step's fraction of them), host share."""
     rows = [v.summary() for v in variants]
-    by = {(r["framework"], r["kind"]): r for r in rows if r["kind"] != "matmul"}
+    model_rows = [r for r in rows if r["kind"] in ("step", "e2e")]
+    by = {(r["framework"], r["kind"]): r for r in model_rows}
     mm = [r for r in rows if r["kind"] == "matmul"]
     best_mm = max((r["gflop_per_s"] for r in mm if r.get("gflop_per_s")), default=None)
-    for r in rows:
-        if r["kind"] == "matmul":
-            continue
+    ceil = dots.ceilings(rows)
+    best_ceil = max((c["gflop_per_s"] for c in ceil.values()), default=None)
+    for c in ceil.values():
+        c["fraction_of_best_matmul"] = c["gflop_per_s"] / best_mm if best_mm else None
+    for r in model_rows:
         base = by.get((EAGER, r["kind"]))
         r["speedup_vs_torch_eager"] = (base["median_s"] / r["median_s"]
                                        if base and r["median_s"] else None)
         if best_mm and r.get("gflop_per_s"):
             r["fraction_of_best_matmul"] = r["gflop_per_s"] / best_mm
+        own = ceil.get("jax" if r["framework"] == JIT else "torch")
+        if own and r.get("gflop_per_s"):
+            r["fraction_of_own_dot_ceiling"] = r["gflop_per_s"] / own["gflop_per_s"]
+            r["fraction_of_best_dot_ceiling"] = r["gflop_per_s"] / best_ceil
     host_share = {}
-    for fw in {r["framework"] for r in rows if r["kind"] != "matmul"}:
+    for fw in {r["framework"] for r in model_rows}:
         step, e2e = by.get((fw, "step")), by.get((fw, "e2e"))
         if step and e2e and e2e["median_s"]:
             host_share[fw] = max(e2e["median_s"] - step["median_s"], 0.0) / e2e["median_s"]
-    flops = {"analytic_per_step": next((r["flops"] for r in rows if r["flops"]
-                                        and r["kind"] != "matmul"), None),
+    flops = {"analytic_per_step": next((r["flops"] for r in model_rows if r["flops"]),
+                                   None),
              **{k: v for k, v in mv.jax_cost.items() if k != "compile_s"}}
     if flops.get("analytic_per_step") and flops.get("xla_flops"):
         flops["xla_over_analytic"] = flops["xla_flops"] / flops["analytic_per_step"]
@@ -112,7 +131,7 @@ def result(spec: Any, cfg: Any, run: Any, opts: BenchOptions, variants: list[Var
         "model": spec.name, "preset": opts.config, "config": cfg.to_dict(), "run": run.to_dict(),
         "options": dataclasses.asdict(opts), "batch": run.batch_size,
         "variants": rows, "notes": mv.notes, "flops": flops,
-        "best_matmul_gflop_per_s": best_mm, "host_share": host_share,
+        "best_matmul_gflop_per_s": best_mm, "dot_ceiling": ceil, "host_share": host_share,
         "jax_compile_s": mv.jax_cost.get("compile_s"),
         "max_rss_bytes": env.max_rss_bytes(),
         "environment": environment, "device": env.device_label(environment),

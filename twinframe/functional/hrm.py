@@ -113,6 +113,20 @@ def run_layers(
     return jax.lax.scan(block, z + inj, stacked, unroll=_UNROLL[0])[0]
 
 
+def run_layer_list(
+    layers: list, z: jax.Array, inj: jax.Array, consts: dict, cfg: HRMConfig
+) -> jax.Array:
+    """R(z, inj) over a list of layer trees, as a Python loop: for the calls that carry the
+    gradient, so that no residual or weight gradient is stacked and unstacked per layer (a
+    scan's backward zero-fills [N, ...] buffers and slices them per layer). z, inj: [B, P, H]
+    (T)."""
+    cos, sin = consts["rotary_emb"]["cos"], consts["rotary_emb"]["sin"]
+    z = z + inj
+    for layer in layers:
+        z = post_norm_block(layer, z, cos, sin, cfg.num_heads, cfg.norm_eps)
+    return z
+
+
 def reasoner(
     p: dict, z: jax.Array, inj: jax.Array, consts: dict, cfg: HRMConfig
 ) -> jax.Array:
@@ -127,8 +141,9 @@ def segment(
     H.
 
     The H*L - 1 cycles without gradient run as loops (`fori_loop`: H-1 cycles of L L-calls and
-    one H-call, then L-1 L-calls) on stop-gradient weights and embedding, so no tangent or
-    residual of them is ever formed; the last L-call and H-call carry the gradient."""
+    one H-call, then L-1 L-calls; layers as a `lax.scan`) on stop-gradient weights and
+    embedding, so no tangent or residual of them is ever formed; the last L-call and H-call
+    carry the gradient (layers as a Python loop, `run_layer_list`)."""
     R_H = stack_layers(params["high_level_reasoner"])
     R_L = stack_layers(params["low_level_reasoner"])
     e = embed(params, inputs, cfg)
@@ -148,8 +163,8 @@ def segment(
                                  unroll=_UNROLL[0])
     z_L = l_calls(cfg.low_level_cycles - 1, z_L, z_H)
     z_L, z_H = sg(z_L), sg(z_H)
-    z_L = run_layers(R_L, z_L, z_H + e, consts, cfg)
-    z_H = run_layers(R_H, z_H, z_L, consts, cfg)
+    z_L = run_layer_list(params["low_level_reasoner"]["layers"], z_L, z_H + e, consts, cfg)
+    z_H = run_layer_list(params["high_level_reasoner"]["layers"], z_H, z_L, consts, cfg)
     logits = linear_f32(params["output_head"], z_H[:, 1:])
     q = linear_f32(params["q_act_head"], z_H[:, 0])
     return SegmentOut(sg(z_H), sg(z_L), logits, q[:, 0], q[:, 1])

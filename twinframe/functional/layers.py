@@ -71,16 +71,21 @@ def attention(
 ) -> jax.Array:
     """Bidirectional MHA, explicit f32 softmax, no mask. x: [B, P, H] (T) -> [B, P, H] (T).
 
-    Heads are laid out [B, h, P, d] once after the projection (one transpose in, one out), so
-    both attention products are plain batched matmuls. cos, sin: [P, 1, d]."""
+    Heads are laid out [B, h, P, d] after the projection, so both attention products are plain
+    batched matmuls; RoPE is applied to q and k before their transpose, so that XLA can fuse
+    the two (instead of copying all of [3, B, h, P, d], then RoPE over q and k).
+    cos, sin: [P, 1, d]."""
     B, P, H = x.shape
     d = H // num_heads
     T = x.dtype
-    qkv = linear(p["qkv_proj"], x).reshape(B, P, 3, num_heads, d).transpose(2, 0, 3, 1, 4)
-    q, k, v = qkv[0], qkv[1], qkv[2]  # [B, h, P, d]
-    cs, sn = cos[:, 0, :], sin[:, 0, :]  # [P, d]
-    q = apply_rope(q.astype(F32), cs, sn).astype(T)
-    k = apply_rope(k.astype(F32), cs, sn).astype(T)
+    qkv = linear(p["qkv_proj"], x).reshape(B, P, 3, num_heads, d)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, P, h, d]
+
+    def heads_major(y: jax.Array, rope: bool) -> jax.Array:  # [B, P, h, d] -> [B, h, P, d]
+        y = apply_rope(y.astype(F32), cos, sin).astype(T) if rope else y
+        return y.transpose(0, 2, 1, 3)
+
+    q, k, v = heads_major(q, True), heads_major(k, True), heads_major(v, False)
     s = jnp.einsum("bhtd,bhsd->bhts", q, k, preferred_element_type=F32) * (d**-0.5)
     prob = jax.nn.softmax(s, axis=-1).astype(T)
     o = jnp.einsum("bhts,bhsd->bhtd", prob, v, preferred_element_type=F32).astype(T)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 
@@ -317,16 +318,58 @@ def recognise(state: Mapping[str, np.ndarray]) -> HRMConfig | None:
         return None
 
 
-def train_step_flops(cfg: HRMConfig, batch: int) -> float:
-    """Analytic FLOPs of one ACT train step (multiply-add = 2): the segment's forward (H*L
-    L-calls + H H-calls), the target forward (another segment, no gradient), and the backward
-    of the last L and H calls and the heads (2x their forward). Matmuls and attention only;
-    norms, RoPE, softmax and the optimizer are a few percent at most and are not counted."""
+class Dot(NamedTuple):
+    """One matmul shape of a train step: `batch` independent [m, k] x [k, n] products, done
+    `count` times per step; `names` says which products have this shape."""
+
+    names: tuple[str, ...]
+    batch: int
+    m: int
+    k: int
+    n: int
+    count: int
+
+    @property
+    def flops(self) -> float:
+        """FLOPs of one occurrence (multiply-add = 2)."""
+        return 2.0 * self.batch * self.m * self.k * self.n
+
+
+def step_dots(cfg: HRMConfig, batch: int) -> list[Dot]:
+    """Every matmul of one ACT train step as distinct shapes with their counts (products of
+    equal shape merged): the forward products of each reasoner block and of the heads, run in
+    the segment (H*L L-calls + H H-calls) and again in the target forward; the backward of the
+    last L and H calls and of the heads, where [m, k] x [k, n] costs dX = [m, n] x [n, k] and
+    dW = [k, m] x [m, n]. Attention products are batched over B*heads."""
     H, P, S, V, I = cfg.hidden_size, cfg.num_positions, cfg.seq_len, cfg.vocab_size, cfg.ffn_dim
-    per_token_layer = 2 * H * 3 * H + 2 * H * H + 2 * H * 2 * I + 2 * I * H + 2 * 2 * P * H
-    call = cfg.num_layers * P * per_token_layer  # one reasoner call, one puzzle
-    heads = 2 * S * H * V + 2 * H * 2
+    h, d, T = cfg.num_heads, cfg.head_dim, batch * cfg.num_positions
     calls = cfg.high_level_cycles * cfg.low_level_cycles + cfg.high_level_cycles
-    forward = calls * call + heads
-    backward = 2 * (2 * call + heads)
-    return float(batch * (2 * forward + backward))
+    fwd_layer = 2 * calls * cfg.num_layers  # segment + target forward
+    bwd_layer = 2 * cfg.num_layers  # the last L-call and H-call
+    prods = [("qkv", 1, T, H, 3 * H, fwd_layer, bwd_layer),
+             ("out", 1, T, H, H, fwd_layer, bwd_layer),
+             ("gate_up", 1, T, H, 2 * I, fwd_layer, bwd_layer),
+             ("down", 1, T, I, H, fwd_layer, bwd_layer),
+             ("scores", batch * h, P, d, P, fwd_layer, bwd_layer),
+             ("prob_v", batch * h, P, P, d, fwd_layer, bwd_layer),
+             ("output_head", 1, batch * S, H, V, 2, 1),
+             ("q_head", 1, batch, H, 2, 2, 1)]
+    merged: dict[tuple[int, int, int, int], tuple[list[str], int]] = {}
+
+    def add(name: str, b: int, m: int, k: int, n: int, count: int) -> None:
+        names, c = merged.get((b, m, k, n), ([], 0))
+        merged[(b, m, k, n)] = (names + [name], c + count)
+
+    for name, b, m, k, n, fwd, bwd in prods:
+        add(name, b, m, k, n, fwd)
+        add(f"{name} dX", b, m, n, k, bwd)
+        add(f"{name} dW", b, k, m, n, bwd)
+    return [Dot(tuple(names), *key, count) for key, (names, count) in merged.items()]
+
+
+def train_step_flops(cfg: HRMConfig, batch: int) -> float:
+    """Analytic FLOPs of one ACT train step: the sum over `step_dots` (the segment's forward,
+    the target forward, the backward of the last L and H calls and the heads). Matmuls and
+    attention only; norms, RoPE, softmax and the optimizer are a few percent at most and are
+    not counted."""
+    return float(sum(dot.flops * dot.count for dot in step_dots(cfg, batch)))

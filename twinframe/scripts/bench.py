@@ -19,6 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile-limit", type=float, default=600.0,
                    help="seconds allowed for torch.compile's first step (default 600)")
     p.add_argument("--no-matmul", action="store_true", help="skip the matmul-rate reference")
+    p.add_argument("--no-dots", action="store_true",
+                   help="skip the rate on the step's own dot shapes")
     p.add_argument("--torch-threads", type=int, default=None,
                    help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--json", default=None, metavar="OUT", help="write the full result here")
@@ -35,7 +37,8 @@ def main(args: argparse.Namespace) -> int:
     opts = BenchOptions(config=args.config, batch=args.batch, dtype=args.dtype,
                         steps=args.steps, rounds=args.rounds, warmup=args.warmup,
                         torch_compile=not args.no_compile, compile_limit_s=args.compile_limit,
-                        matmul=not args.no_matmul, torch_threads=args.torch_threads)
+                        matmul=not args.no_matmul, dots=not args.no_dots,
+                        torch_threads=args.torch_threads)
     r = bench(registry.get(args.model), opts)
     print(table.render(r))
     if args.json:

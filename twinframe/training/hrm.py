@@ -18,7 +18,7 @@ import numpy as np
 
 from twinframe.contract import StepResult
 from twinframe.functional import sharding
-from twinframe.models.hrm import HRMConfig, HRMRun, train_step_flops
+from twinframe.models.hrm import Dot, HRMConfig, HRMRun, step_dots, train_step_flops
 from twinframe.tasks import sudoku
 from twinframe.tasks.prefetch import PuzzlePrefetch
 from twinframe.training import guard
@@ -170,7 +170,17 @@ def _loss_terms(m: dict[str, float]) -> dict[str, float]:
     return {**terms, "loss": m["loss"]}
 
 
-class HRMTorchEngine(TorchEngine):
+class BenchDots:
+    """`twinframe bench`'s optional `bench_dots()`: the step's matmul shapes (both engines)."""
+
+    cfg: HRMConfig
+    run: HRMRun
+
+    def bench_dots(self) -> list[Dot]:
+        return step_dots(self.cfg, self.run.batch_size)
+
+
+class HRMTorchEngine(BenchDots, TorchEngine):
     """Eager PyTorch: HRM module + MLX AdamW + z carry."""
 
     def __init__(self, spec: ModelSpec, cfg: HRMConfig, run: HRMRun,
@@ -294,7 +304,7 @@ def _jax_functions(spec: ModelSpec, cfg: HRMConfig, run: HRMRun):
             traced_anew)
 
 
-class HRMJaxEngine(JaxEngine):
+class HRMJaxEngine(BenchDots, JaxEngine):
     """JAX: one jitted train step (donated params/opt state/carry) + jitted slot reset; the
     batch is split over a device mesh when there are several devices."""
 
