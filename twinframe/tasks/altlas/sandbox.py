@@ -502,6 +502,8 @@ class _CompileChecker:
         self.proc: subprocess.Popen[bytes] | None = None
         self.init: _SandboxInit | None = None
         self.info_r: int | None = None
+        self.sel: selectors.BaseSelector | None = None
+        self.buf = bytearray()
         self.lock = threading.Lock()
         self.decided = 0  # programs whose result the checker gave (they never ran)
 
@@ -526,6 +528,9 @@ class _CompileChecker:
             for fd in fds:
                 os.close(fd)
         self.init = _SandboxInit(self.proc.pid)
+        assert self.proc.stdout is not None
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.proc.stdout.fileno(), selectors.EVENT_READ)
         deadline = time.monotonic() + self.limits.timeout
         with selectors.DefaultSelector() as sel:
             sel.register(info_r, selectors.EVENT_READ)
@@ -536,17 +541,17 @@ class _CompileChecker:
                 self.init.feed(data)
 
     def _read(self, n: int, deadline: float) -> bytes:
-        assert self.proc is not None and self.proc.stdout is not None
-        fd, data = self.proc.stdout.fileno(), b""
-        with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_READ)
-            while len(data) < n:
-                if not sel.select(max(0.0, deadline - time.monotonic())):
-                    raise TimeoutError
-                chunk = os.read(fd, n - len(data))
-                if not chunk:
-                    raise EOFError
-                data += chunk
+        """The next ``n`` bytes of the checker's answers (read ahead into a buffer)."""
+        assert self.proc is not None and self.proc.stdout is not None and self.sel is not None
+        while len(self.buf) < n:
+            if not self.sel.select(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError
+            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            if not chunk:
+                raise EOFError
+            self.buf += chunk
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
         return data
 
     def syntax_errors(self, sources: Sequence[bytes]) -> list[tuple[bytes, float] | None]:
@@ -596,6 +601,10 @@ class _CompileChecker:
 
     def _stop(self) -> None:
         proc, init, self.proc, self.init = self.proc, self.init, None, None
+        self.buf.clear()
+        if self.sel is not None:
+            self.sel.close()
+            self.sel = None
         if self.info_r is not None:
             os.close(self.info_r)
             self.info_r = None
