@@ -350,7 +350,8 @@ def _aime_face(cfg: Any) -> JaxFace:
     return JaxFace(apply, loss, train, example, outside=(
         "the training host stays outside: the sprite stream, the per-step host noise "
         "(aime.md §4), beta and the loss weights (batch['hyper']), lockstep decision overrides; "
-        "and runs with rgb_zero_adv_task (RGB over a fourth, all-zero task)"),
+        "and runs with rgb_zero_adv_task (RGB over a fourth, all-zero task: their optimizer "
+        "refuses the face's three task gradients with a one-line error)"),
         kinds={"teacher": "ema"}, grads=grads, after_update=after_update,
         extra={"teacher": teacher})
 

@@ -102,3 +102,20 @@ def test_l5_lockstep_curve_micro(aime_spec, whole_step):
     cfg, run = aime_spec.config("micro"), aime_spec.run_config("micro")
     res = checks.run_curve(aime_spec, cfg, run, 20)
     assert not _failing(res.records)
+
+
+def test_rgb_task_count_mismatch_is_a_one_line_error():
+    """RGB for n tasks given gradients of another count (e.g. an NNX face's three task
+    gradients with an `rgb_zero_adv_task` run's four-task optimizer): TwinframeError."""
+    import jax.numpy as jnp
+
+    from twinframe.errors import TwinframeError
+    from twinframe.functional.rgb import rgb
+
+    tx = rgb(4)
+    params = {"w": jnp.zeros((2, 3))}
+    state = tx.init(params)
+    tx.update({"w": jnp.ones((4, 2, 3))}, state, params)  # the right count works
+    with pytest.raises(TwinframeError, match="RGB balances 4 task gradients.*got leading axes"
+                                             r" \[3\]"):
+        tx.update({"w": jnp.ones((3, 2, 3))}, state, params)

@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
+from twinframe.errors import TwinframeError
+
 ALPHA_MAX = math.pi / 2 - 1e-6
 
 
@@ -63,6 +65,10 @@ def rgb(n_tasks: int, mu: float = 0.9, lam: float = 1.0, steps: int = 1, lr: flo
 
     def update_fn(task_grads, state: RGBState, params=None):
         del params
+        got = {x.shape[0] if x.ndim else 0 for x in jax.tree_util.tree_leaves(task_grads)}
+        if got != {n}:  # at trace time: a one-line error instead of a shape error below
+            raise TwinframeError(f"RGB balances {n} task gradients (leading axis of every "
+                                 f"leaf), got leading axes {sorted(got)}")
         d_flat, unravel = ravel_pytree(state.rgb_d)
         g = jnp.concatenate([x.reshape(n, -1) for x in jax.tree_util.tree_leaves(task_grads)],
                             axis=1)
