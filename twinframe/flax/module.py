@@ -49,6 +49,7 @@ from twinframe.models.layout import (
     flatten_tree,
     normalize_tree_keys,
     path_str,
+    plain_path,
     unflatten_tree,
 )
 
@@ -247,10 +248,10 @@ class TwinModule(nnx.Module):
         value, g, (aux, updates) = self.face.value_and_grads(self.params(), self.frozen(),
                                                              *batch)
         self.write(updates)
-        by_path = {_keys(p): x for p, x in jax.tree_util.tree_leaves_with_path(g)}
+        by_path = {plain_path(p): x for p, x in jax.tree_util.tree_leaves_with_path(g)}
         state = nnx.state(self, nnx.Param)
         return value, jax.tree_util.tree_map_with_path(
-            lambda p, v: v.replace(by_path[_keys(p)]), state, is_leaf=_is_var), aux
+            lambda p, v: v.replace(by_path[plain_path(p)]), state, is_leaf=_is_var), aux
 
     def after_update(self, *batch: Any) -> None:
         """What the training step changes after the optimizer's update, from the new params
@@ -296,12 +297,6 @@ class TwinModule(nnx.Module):
             old = var.get_value()
             var.set_value(jnp.where(m.reshape((batch,) + (1,) * (old.ndim - 1)),
                                     fresh[k].astype(old.dtype), old))
-
-
-def _keys(path: tuple) -> tuple:
-    """A tree path as plain keys (dict keys and list indices alike: NNX states hold lists as
-    dicts with int keys)."""
-    return tuple(getattr(k, "key", getattr(k, "idx", k)) for k in path)
 
 
 def _method(fn_name: str) -> Callable[..., Any]:

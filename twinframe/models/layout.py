@@ -73,6 +73,12 @@ def path_str(path: PathT) -> str:
     return "/".join(str(p) for p in path)
 
 
+def plain_path(path: tuple) -> PathT:
+    """A JAX key path (`tree_leaves_with_path`) as plain keys: dict keys and list indices
+    alike (NNX states hold lists as dicts with int keys)."""
+    return tuple(getattr(k, "key", getattr(k, "idx", k)) for k in path)
+
+
 def flatten_tree(tree: Any, prefix: PathT = ()) -> dict[PathT, Any]:
     """Nested dicts/lists -> {path: leaf}."""
     if isinstance(tree, Mapping):

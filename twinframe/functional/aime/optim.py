@@ -21,6 +21,7 @@ from twinframe.functional.optim import clip_by_global_norm_torch
 from twinframe.functional.rgb import multitask, rgb
 from twinframe.models.aime import AIMERun
 from twinframe.models.aime.tree import GROUPS, never_reached_paths
+from twinframe.models.layout import plain_path
 
 F32 = jnp.float32
 
@@ -30,10 +31,6 @@ class AdamWGroupsState(NamedTuple):
     mu: optax.Updates
     nu: optax.Updates
     base_lr: jax.Array
-
-
-def _path_key(path: tuple) -> tuple:
-    return tuple(getattr(k, "key", getattr(k, "idx", k)) for k in path)
 
 
 def leaf_group(path: tuple, ndim: int) -> tuple[float, float, bool]:
@@ -80,7 +77,7 @@ def adamw_torch_groups(run: AIMERun) -> optax.GradientTransformation:
         bc2_sqrt = jnp.sqrt(-jnp.expm1(t * log_b2))
 
         def one(path, g, m, v, p):
-            lr_m, wd_m, reached = leaf_group(_path_key(path), p.ndim)
+            lr_m, wd_m, reached = leaf_group(plain_path(path), p.ndim)
             if not reached:
                 return jnp.zeros_like(p), m, v
             base = state.base_lr * lr_m
