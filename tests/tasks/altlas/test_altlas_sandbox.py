@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -282,3 +283,38 @@ def test_compile_checker_pipelines_a_large_batch_in_order() -> None:
         assert ex._checker is not None and ex._checker.decided == len(codes)
     assert all(f"x{i} = (" in r.stderr for i, r in enumerate(results[:150]))
     assert 'line 4001' in results[-1].stderr and results[-1].exc_class == "SyntaxError"
+
+
+def _descendants(pid: int) -> list[int]:
+    kids = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as fh:
+            kids += [int(k) for k in fh.read().split()]
+    return kids + [d for k in kids for d in _descendants(k)]
+
+
+def test_hung_compile_checker_is_killed_and_the_program_runs() -> None:
+    """A checker that stops answering (here: every process of its sandbox SIGSTOPped, as a
+    compile that never ends would look) costs one timeout: it is killed, the program runs in a
+    sandbox of its own with the right result, and nothing of the checker is left."""
+    import signal
+
+    with Executor(timeout=1.0, cache=False) as ex:
+        checker = ex._checker
+        assert checker is not None
+        ex.run("print ( 5 + 3")
+        assert checker.proc is not None
+        stopped = _descendants(checker.proc.pid)
+        assert stopped  # bwrap's init and the interpreter below it
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        start = time.monotonic()
+        r = ex.run("print ( 5 + 4")
+        assert time.monotonic() - start < 1.0 + SLACK_S
+        assert (r.exc_class, checker.decided, checker.proc) == ("SyntaxError", 1, None)
+    for pid in stopped:  # gone (or a zombie of a process that is itself gone)
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except FileNotFoundError:
+            continue
+        assert state in ("Z", "X"), (pid, state)
